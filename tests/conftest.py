@@ -1,0 +1,68 @@
+"""Shared fixtures. Real models, real faces: tests that need ../shared/faces skip with the
+reason when it is absent (set FACEREC_FACES_DIR to point elsewhere)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def faces_root() -> Path | None:
+    env = os.environ.get("FACEREC_FACES_DIR")
+    candidate = Path(env) if env else ROOT.parent / "shared" / "faces"
+    return candidate if (candidate / "celebrity5").is_dir() else None
+
+
+def videos_root() -> Path | None:
+    env = os.environ.get("FACEREC_VIDEOS_DIR")
+    candidate = Path(env) if env else ROOT.parent / "shared" / "videos"
+    return candidate if candidate.is_dir() else None
+
+
+@pytest.fixture(scope="session")
+def faces_dir() -> Path:
+    root = faces_root()
+    if root is None:
+        pytest.skip("real face data not found: set FACEREC_FACES_DIR to the shared faces folder")
+    return root
+
+
+@pytest.fixture(scope="session")
+def celebrity5(faces_dir: Path) -> Path:
+    return faces_dir / "celebrity5"
+
+
+@pytest.fixture(scope="session")
+def settings():
+    from facerec.config import Settings
+
+    return Settings()
+
+
+@pytest.fixture(scope="session")
+def embedder(settings):
+    from udfs.embed import FaceNetEmbedder
+
+    e = FaceNetEmbedder(batch_size=8)
+    yield e
+    e.close()
+
+
+@pytest.fixture(scope="session")
+def engine(settings, embedder):
+    from udfs.engine import FaceEngine
+
+    return FaceEngine(settings, embedder=embedder)
+
+
+@pytest.fixture(scope="session")
+def portraits(celebrity5: Path) -> dict[str, list[Path]]:
+    """identity -> sorted train images."""
+    from facerec.evaluation import list_identities
+
+    return list_identities(celebrity5 / "train")

@@ -1,0 +1,131 @@
+"""The face engine: detect -> align -> quality -> embed, batched across frames.
+
+Plain Python (no Flink): the job, the API and ``facerec eval`` all call this.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from facerec.config import Settings
+from udfs import image as imageio
+from udfs.align import crop_face, sharpness, standardize
+from udfs.detectors.base import Detection, Detector, create_detector
+from udfs.embed import FaceNetEmbedder
+from udfs.errors import LowQualityFace, MoreThanOneFace, NoFaceFound
+from udfs.quality import Quality, assess
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Face:
+    detection: Detection
+    quality: Quality
+    embedding: np.ndarray | None
+    model_id: str
+
+    @property
+    def box(self) -> tuple[float, float, float, float]:
+        return self.detection.box
+
+
+class FaceEngine:
+    def __init__(
+        self,
+        settings: Settings,
+        detector: Detector | None = None,
+        embedder: FaceNetEmbedder | None = None,
+    ) -> None:
+        self.settings = settings
+        self.detector = detector or create_detector(settings.detector)
+        self.embedder = embedder or FaceNetEmbedder(
+            settings.embedder.model_path,
+            batch_size=settings.embedder.batch_size,
+            threads=settings.embedder.intra_op_threads,
+        )
+
+    @property
+    def model_id(self) -> str:
+        return self.embedder.model_id
+
+    def decode(self, data: bytes) -> np.ndarray:
+        limits = self.settings.images
+        return imageio.decode_image(
+            data, max_bytes=limits.max_bytes, max_pixels=limits.max_pixels, min_side=limits.min_side
+        )
+
+    def detect(self, frames: Sequence[np.ndarray]) -> list[list[Detection]]:
+        return self.detector.detect(frames)
+
+    def embed_detections(
+        self,
+        frames: Sequence[np.ndarray],
+        detections: Sequence[Sequence[Detection]],
+        embed_rejected: bool = False,
+    ) -> list[list[Face]]:
+        """Align and quality-check every detection, then embed all accepted ones in one call."""
+        faces: list[list[Face]] = []
+        crops: list[np.ndarray] = []
+        slots: list[tuple[int, int]] = []
+        for i, (frame, dets) in enumerate(zip(frames, detections, strict=True)):
+            row = []
+            for det in dets:
+                crop = crop_face(frame, det, self.settings.align)
+                quality = assess(det, sharpness(crop), self.settings.quality)
+                if quality.ok or embed_rejected:
+                    crops.append(standardize(crop, self.settings.align.standardization))
+                    slots.append((i, len(row)))
+                else:
+                    log.debug("face rejected in frame %d: %s", i, "; ".join(quality.reasons))
+                row.append(Face(det, quality, None, self.model_id))
+            faces.append(row)
+        if crops:
+            vectors = self.embed_crops(np.stack(crops))
+            for (i, j), vec in zip(slots, vectors, strict=True):
+                faces[i][j].embedding = vec
+        return faces
+
+    def embed_crops(self, crops: np.ndarray) -> np.ndarray:
+        """Standardised crops -> unit embeddings, averaged with the mirror image if configured."""
+        if not self.settings.embedder.flip_average:
+            return self.embedder.embed(crops)
+        both = self.embedder.embed(np.concatenate([crops, crops[:, :, ::-1]]))
+        summed = both[: len(crops)] + both[len(crops) :]
+        return summed / np.maximum(np.linalg.norm(summed, axis=1, keepdims=True), 1e-12)
+
+    def analyze(self, frames: Sequence[np.ndarray], embed_rejected: bool = False) -> list[list[Face]]:
+        return self.embed_detections(frames, self.detect(frames), embed_rejected)
+
+    def analyze_bytes(self, data: bytes, embed_rejected: bool = False) -> list[Face]:
+        return self.analyze([self.decode(data)], embed_rejected)[0]
+
+    def single_face(self, data: bytes) -> Face:
+        """Exactly one acceptable face (enrollment): else NoFaceFound / MoreThanOneFace /
+        LowQualityFace with the reasons."""
+        faces = self.analyze_bytes(data, embed_rejected=False)
+        if not faces:
+            raise NoFaceFound("no face found in the image")
+        if len(faces) > 1:
+            raise MoreThanOneFace(f"{len(faces)} faces found; exactly one is required")
+        face = faces[0]
+        if not face.quality.ok:
+            raise LowQualityFace(
+                "the face fails quality checks: " + "; ".join(face.quality.reasons),
+                list(face.quality.reasons),
+            )
+        return face
+
+
+def primary_detection(dets: Sequence[Detection], shape: tuple[int, ...]) -> Detection | None:
+    """The face a portrait is about: the largest box containing the image centre, else the
+    largest box."""
+    if not dets:
+        return None
+    h, w = shape[:2]
+    central = [d for d in dets if d.box[0] <= w / 2 <= d.box[2] and d.box[1] <= h / 2 <= d.box[3]]
+    return max(central or list(dets), key=lambda d: d.width * d.height)
