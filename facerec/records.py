@@ -1,0 +1,163 @@
+"""Records shared by the ingest agent, the recognition job, the index builder and replay.
+
+Frame record (Kafka topic ``facerec.frames``, key = region), schema version 1::
+
+    offset  size  field
+    0       2     magic  b"FR"
+    2       1     schema version (1)
+    3       4     header length H, unsigned big-endian
+    7       H     header: UTF-8 JSON object (see FrameRecord fields; bytes excluded)
+    7+H     ...   the frame as JPEG
+
+A JSON header plus raw JPEG can be read from any language without a schema registry,
+and the version byte lets a reader refuse what it does not know (dead letter, not crash).
+
+Recognition events (``facerec.events``) and index messages (``facerec.index``) are JSON.
+"""
+
+from __future__ import annotations
+
+import json
+import struct
+import time
+import uuid
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal
+
+from udfs.errors import BadRecord
+
+MAGIC = b"FR"
+SCHEMA_VERSION = 1
+_PREFIX = struct.Struct(">2sBI")
+UNKNOWN = "unknown"
+_EVENT_NAMESPACE = uuid.UUID("6f1c9a52-2b7e-4b1e-9d7c-5a3f0c1e8b21")
+
+
+def now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+def make_frame_id(camera_id: str, epoch_ms: int, seq: int) -> str:
+    """Unique and deterministic per camera, capture session (its start time) and sequence."""
+    return f"{camera_id}:{epoch_ms}:{seq:09d}"
+
+
+def make_event_id(frame_id: str, face_index: int) -> str:
+    """Replays and at-least-once duplicates of the same face collapse onto one id."""
+    return str(uuid.uuid5(_EVENT_NAMESPACE, f"{frame_id}#{face_index}"))
+
+
+@dataclass(frozen=True)
+class FrameRecord:
+    camera_id: str
+    region: str
+    frame_id: str
+    seq: int
+    capture_ts: int
+    """Capture time, epoch milliseconds."""
+    width: int
+    height: int
+    jpeg: bytes = field(repr=False)
+    ingest_ts: int = 0
+    """When the ingest agent (or the job's own video source) produced it, epoch ms."""
+
+    def encode(self) -> bytes:
+        header = {k: v for k, v in asdict(self).items() if k != "jpeg"}
+        raw = json.dumps(header, separators=(",", ":")).encode()
+        return _PREFIX.pack(MAGIC, SCHEMA_VERSION, len(raw)) + raw + self.jpeg
+
+    @classmethod
+    def decode(cls, data: bytes) -> FrameRecord:
+        if len(data) < _PREFIX.size:
+            raise BadRecord(f"frame record too short ({len(data)} bytes)")
+        magic, version, hlen = _PREFIX.unpack_from(data)
+        if magic != MAGIC:
+            raise BadRecord(f"not a frame record: magic {magic!r}, expected {MAGIC!r}")
+        if version != SCHEMA_VERSION:
+            raise BadRecord(f"frame schema version {version}; this reader knows {SCHEMA_VERSION}")
+        end = _PREFIX.size + hlen
+        if end > len(data):
+            raise BadRecord(f"frame header claims {hlen} bytes; record has {len(data)}")
+        try:
+            header = json.loads(data[_PREFIX.size : end])
+            return cls(jpeg=bytes(data[end:]), **header)
+        except (ValueError, TypeError) as exc:
+            raise BadRecord(f"frame header is not valid: {exc}") from exc
+
+
+@dataclass(frozen=True)
+class RecognitionEvent:
+    event_id: str
+    frame_id: str
+    camera_id: str
+    region: str
+    capture_ts: int
+    face_index: int
+    box: tuple[float, float, float, float]
+    identity: str
+    """Person id, or ``unknown`` when the best distance is above the threshold."""
+    distance: float
+    score: float
+    """Detection score of the face."""
+    threshold: float
+    snapshot_id: str
+    model_id: str
+    stages: dict[str, int]
+    """Epoch ms when each stage finished: ingest, gate, detect, embed, match."""
+    display_name: str | None = None
+
+    @property
+    def matched(self) -> bool:
+        return self.identity != UNKNOWN
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["box"] = list(self.box)
+        return d
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), separators=(",", ":"))
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> RecognitionEvent:
+        d = dict(d)
+        d["box"] = tuple(d["box"])
+        return cls(**d)
+
+    @classmethod
+    def from_json(cls, s: str | bytes) -> RecognitionEvent:
+        return cls.from_dict(json.loads(s))
+
+
+@dataclass(frozen=True)
+class DeadLetter:
+    reason: str
+    message: str
+    stage: str
+    payload: bytes = field(repr=False)
+    camera_id: str | None = None
+    frame_id: str | None = None
+    ts: int = field(default_factory=now_ms)
+
+    def to_json(self) -> str:
+        import base64
+
+        d = asdict(self)
+        d["payload"] = base64.b64encode(self.payload).decode()
+        return json.dumps(d, separators=(",", ":"))
+
+
+# ----------------------------------------------------------------------------- index
+IndexKind = Literal["snapshot", "enroll", "delete"]
+
+
+def index_message(kind: IndexKind, **body: Any) -> str:
+    """A message of the ``facerec.index`` topic the job broadcasts:
+
+    * ``snapshot``: ``manifest`` (dict) and ``path`` (snapshot directory)
+    * ``enroll``: ``person_id``, ``template_id``, ``vector`` (list of floats), ``model_id``
+    * ``delete``: ``person_id`` (erasure: forget before the next snapshot)
+
+    Each carries ``seq`` (publisher's monotonic counter) and ``ts`` (epoch ms).
+    """
+    return json.dumps({"kind": kind, "ts": now_ms(), **body}, separators=(",", ":"))
