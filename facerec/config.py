@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, SecretStr
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 
@@ -45,7 +45,6 @@ DetectorConfig = Annotated[
 
 # --------------------------------------------------------------------------- face engine
 class AlignConfig(_Section):
-    image_size: int = Field(160, ge=96, le=320, description="Side of the aligned crop (px).")
     margin: float = Field(
         0.2, ge=0.0, le=1.0, description="Margin added around the box, as a fraction of its side."
     )
@@ -96,6 +95,61 @@ class MatchConfig(_Section):
     search_k: int = Field(-1, ge=-1, description="Annoy search_k; -1 = n_trees * top_k.")
 
 
+# --------------------------------------------------------------------------- job
+class MotionConfig(_Section):
+    enabled: bool = Field(True, description="Gate frames by motion; off = every frame passes.")
+    width: int = Field(128, ge=32, le=640, description="Width of the grey thumbnail compared.")
+    pixel_delta: float = Field(18.0, gt=0, le=255, description="Grey-level change that counts.")
+    min_changed: float = Field(
+        0.004, ge=0.0, le=1.0, description="Fraction of changed pixels that makes motion."
+    )
+    background_alpha: float = Field(
+        0.5, gt=0.0, le=1.0, description="Running-average weight of each new frame."
+    )
+    max_pass_fps: float = Field(
+        0.0, ge=0.0, le=120, description="Even with motion, pass at most this many frames per "
+        "second per camera (0 = no cap): detection rarely needs a camera's full rate.",
+    )
+    keepalive_s: float = Field(
+        5.0, ge=0.0, description="Pass one frame this often without motion (0 = never), so a "
+        "person standing still is re-checked.",
+    )
+
+
+class BatchConfig(_Section):
+    max_frames: int = Field(16, ge=1, le=256, description="Frames per detect/embed batch.")
+    max_wait_ms: int = Field(50, ge=1, le=10_000, description="Flush a partial batch after this.")
+
+
+class VideoSourceConfig(_Section):
+    region: str = Field("default", description="Region of cameras read by the job itself.")
+    fps: float = Field(0.0, ge=0.0, le=120, description="Frame-rate cap; 0 = the file's own rate.")
+    realtime: bool = Field(
+        True, description="Pace files at their frame rate like a live camera (false = fast)."
+    )
+    jpeg_quality: int = Field(90, ge=30, le=100)
+    loop: int = Field(1, ge=1, le=1000, description="Play files this many times.")
+
+
+class JobConfig(_Section):
+    parallelism: int = Field(1, ge=1, le=256)
+    checkpoint_interval_ms: int = Field(10_000, ge=100, description="Exactly-once barriers.")
+    bundle_size: int = Field(16, ge=1, le=100_000, description="python.fn-execution.bundle.size")
+    bundle_time_ms: int = Field(15, ge=1, le=60_000, description="python.fn-execution.bundle.time")
+    buffer_timeout_ms: int = Field(5, ge=0, le=10_000, description="Network buffer flush interval.")
+    kafka_connector_jar: Path | None = Field(
+        None, description="flink-sql-connector-kafka jar for the Kafka source/sink."
+    )
+    kafka_group_id: str = Field("facerec-recognition")
+    kafka_start: str = Field(
+        "group", description="Where to start reading frames: group|earliest|latest|<epoch ms>."
+    )
+    index_poll_ms: int = Field(500, ge=50, description="How often the local index dir is polled.")
+    motion: MotionConfig = Field(default_factory=MotionConfig)
+    batch: BatchConfig = Field(default_factory=BatchConfig)
+    video: VideoSourceConfig = Field(default_factory=VideoSourceConfig)
+
+
 # --------------------------------------------------------------------------- streams & stores
 class KafkaConfig(_Section):
     bootstrap_servers: str = Field("127.0.0.1:9092", description="Comma-separated host:port list.")
@@ -141,6 +195,99 @@ class IndexConfig(_Section):
     publish_kafka: bool = Field(False, description="Also publish index messages to Kafka.")
 
 
+class CameraConfig(_Section):
+    camera_id: str = Field(
+        ..., pattern=r"^[A-Za-z0-9._-]{1,64}$", description="Unique camera name (no ':')."
+    )
+    url: str = Field(
+        ..., min_length=1,
+        description="rtsp://, http(s):// stream, a video file path, or a device index ('0').",
+    )
+    region: str = Field(..., min_length=1, description="Kafka key: the job's partitioning unit.")
+    fps: float = Field(10.0, gt=0.0, le=120.0, description="Frame-rate cap; extra frames drop.")
+    jpeg_quality: int = Field(85, ge=10, le=100, description="JPEG quality of sent frames.")
+    loop: bool = Field(False, description="Video files: start over at the end.")
+    realtime: bool = Field(
+        False, description="Video files: pace reading to the file's own frame rate."
+    )
+
+
+class IngestConfig(_Section):
+    cameras: list[CameraConfig] = Field(
+        default_factory=list, description="Cameras read by `facerec ingest`, each in a thread."
+    )
+    spool_dir: Path | None = Field(None, description="Default: <data_dir>/spool.")
+    spool_max_mb: float = Field(
+        1024.0, gt=0.0, description="Per-camera spool bound; beyond it the oldest frames shed."
+    )
+    max_pending: int = Field(
+        64, ge=1, le=10_000, description="Frames handed to the producer and not yet acked."
+    )
+    send_timeout_s: float = Field(
+        10.0, gt=0.0, le=600.0,
+        description="An unacked frame older than this means the broker is down: spool.",
+    )
+    kafka_retries: int = Field(5, ge=0, le=1000, description="Producer retries per batch.")
+    retry_initial_s: float = Field(
+        0.5, gt=0.0, le=60.0, description="First backoff (camera reconnect, spool drain)."
+    )
+    retry_max_s: float = Field(30.0, gt=0.0, le=3600.0, description="Backoff ceiling.")
+    metrics_port: int | None = Field(
+        None, ge=0, le=65535, description="Serve Prometheus /metrics on this port (0 = any)."
+    )
+
+    @model_validator(mode="after")
+    def _unique_cameras(self) -> IngestConfig:
+        ids = [c.camera_id for c in self.cameras]
+        dupes = sorted({i for i in ids if ids.count(i) > 1})
+        if dupes:
+            raise ValueError(f"ingest.cameras: camera_id must be unique; repeated: {dupes}")
+        return self
+
+
+ApiRole = Literal["admin", "enroll", "query"]
+PLACEHOLDER_API_KEY = "changeme"
+
+
+class ApiKeyConfig(_Section):
+    name: str = Field(..., min_length=1, description="Who holds the key (shown in logs).")
+    key: SecretStr = Field(..., description="Secret sent in the X-API-Key header.")
+    role: ApiRole = Field(
+        ..., description="admin: everything; enroll: people and faces; query: recognize, "
+        "verify, events."
+    )
+
+
+class ApiConfig(_Section):
+    environment: Literal["development", "production"] = Field(
+        "development", description="Outside development, placeholder or short keys are refused."
+    )
+    host: str = Field("127.0.0.1", description="Address `facerec api` binds.")
+    port: int = Field(8000, ge=1, le=65535, description="Port `facerec api` binds.")
+    keys: list[ApiKeyConfig] = Field(
+        default_factory=lambda: [
+            ApiKeyConfig(name="dev-admin", key=SecretStr(PLACEHOLDER_API_KEY), role="admin")
+        ],
+        description="API keys and their roles (JSON list in FACEREC_API__KEYS).",
+    )
+    max_upload_bytes: int = Field(
+        60_000_000, ge=1024, description="Largest request body accepted (all files together)."
+    )
+    max_files: int = Field(20, ge=1, le=1000, description="Most images in one upload.")
+
+    @model_validator(mode="after")
+    def _no_placeholder_outside_development(self) -> ApiConfig:
+        if self.environment != "development":
+            secrets = {k.name: k.key.get_secret_value() for k in self.keys}
+            weak = [n for n, v in secrets.items() if v == PLACEHOLDER_API_KEY or len(v) < 16]
+            if weak:
+                raise ValueError(
+                    f"api keys {weak} are placeholders or shorter than 16 characters; "
+                    f"set real keys (FACEREC_API__KEYS) in {self.environment}"
+                )
+        return self
+
+
 # --------------------------------------------------------------------------- root
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
@@ -157,10 +304,13 @@ class Settings(BaseSettings):
     quality: QualityConfig = Field(default_factory=QualityConfig)
     images: ImageLimits = Field(default_factory=ImageLimits)
     match: MatchConfig = Field(default_factory=MatchConfig)
+    job: JobConfig = Field(default_factory=JobConfig)
     kafka: KafkaConfig = Field(default_factory=KafkaConfig)
     events: EventStoreConfig = Field(default_factory=EventStoreConfig)
     enrollment: EnrollmentConfig = Field(default_factory=EnrollmentConfig)
     index: IndexConfig = Field(default_factory=IndexConfig)
+    ingest: IngestConfig = Field(default_factory=IngestConfig)
+    api: ApiConfig = Field(default_factory=ApiConfig)
 
     @classmethod
     def settings_customise_sources(

@@ -107,6 +107,25 @@ def evaluate(
     typer.echo(f"\nwritten: {out / 'eval.json'}, {out / 'roc.png'}")
 
 
+def _register_subcommands() -> None:
+    from jobs.job_cli import app as job_app
+
+    app.add_typer(job_app, name="job")
+    from api.cli import serve as api_serve
+    from index_builder.cli import app as index_app
+    from index_builder.cli import people_app
+
+    app.add_typer(index_app, name="index")
+    app.add_typer(people_app, name="people")
+    app.command("api")(api_serve)
+    from jobs.ingest_cli import ingest
+
+    app.command("ingest")(ingest)
+
+
+_register_subcommands()
+
+
 def main() -> None:
     app()
 

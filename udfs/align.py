@@ -12,12 +12,16 @@ from facerec.config import AlignConfig
 from udfs.detectors.base import Detection
 
 
-def crop_face(frame: np.ndarray, det: Detection, config: AlignConfig) -> np.ndarray:
-    """uint8 BGR square crop of side ``config.image_size``; pixels outside the frame are black."""
+FACENET_INPUT = 160
+
+
+def crop_face(
+    frame: np.ndarray, det: Detection, config: AlignConfig, size: int = FACENET_INPUT
+) -> np.ndarray:
+    """uint8 BGR square crop of side ``size``; pixels outside the frame are black."""
     x1, y1, x2, y2 = det.box
     cx, cy = (x1 + x2) / 2.0, (y1 + y2) / 2.0
     side = max(x2 - x1, y2 - y1) * (1.0 + config.margin)
-    size = config.image_size
     angle = 0.0
     eyes = det.eyes if config.rotate else None
     if eyes is not None:

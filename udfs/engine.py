@@ -13,7 +13,7 @@ import numpy as np
 
 from facerec.config import Settings
 from udfs import image as imageio
-from udfs.align import crop_face, sharpness, standardize
+from udfs.align import FACENET_INPUT, crop_face, sharpness, standardize
 from udfs.detectors.base import Detection, Detector, create_detector
 from udfs.embed import FaceNetEmbedder
 from udfs.errors import LowQualityFace, MoreThanOneFace, NoFaceFound
@@ -48,6 +48,13 @@ class FaceEngine:
             batch_size=settings.embedder.batch_size,
             threads=settings.embedder.intra_op_threads,
         )
+
+    def warmup(self) -> None:
+        """Run each model once so the first real frame does not pay for graph set-up."""
+        frame = np.full((480, 640, 3), 127, np.uint8)
+        self.detect([frame])
+        crop = np.zeros((1, FACENET_INPUT, FACENET_INPUT, 3), np.float32)
+        self.embedder.embed(crop)
 
     @property
     def model_id(self) -> str:

@@ -1,0 +1,64 @@
+"""The FastAPI application factory."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from api import errors, metrics
+from api.routes import events, faces, health, index, people, recognize, verify
+from api.services import Services
+from facerec.config import Settings
+from facerec.eventstore import EventStore
+from index_builder.publish import IndexPublisher
+from index_builder.store import EnrollmentStore
+from udfs.engine import FaceEngine
+
+log = logging.getLogger(__name__)
+
+
+def create_app(
+    settings: Settings,
+    engine: FaceEngine | None = None,
+    store: EnrollmentStore | None = None,
+    event_store: EventStore | None = None,
+    publisher: IndexPublisher | None = None,
+    load_model: bool = True,
+) -> FastAPI:
+    """Build the app. Components not given are created from ``settings``; the face engine
+    (TensorFlow) loads at startup unless ``load_model`` is False (then on first use)."""
+    services = Services(settings, engine, store, event_store, publisher)
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        if load_model and not services.engine_loaded:
+            log.info("loading the face engine")
+            services.engine()
+        services.matcher.sync()
+        yield
+        services.close()
+
+    app = FastAPI(
+        title="facerec API",
+        version="0.1.0",
+        description="Enroll people, recognise faces, search recognition events.",
+        lifespan=lifespan,
+    )
+    app.state.services = services
+    app.state.metrics = metrics.ApiMetrics()
+    errors.install(app)
+    metrics.install(app, app.state.metrics, settings.api.max_upload_bytes)
+    for router in (
+        people.router,
+        faces.router,
+        recognize.router,
+        verify.router,
+        events.router,
+        index.router,
+        health.router,
+    ):
+        app.include_router(router)
+    return app

@@ -1,0 +1,57 @@
+"""Recognition: every face of an image, identified against the live index."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import numpy as np
+from fastapi import APIRouter, File, UploadFile
+
+from api.deps import QueryRole, ServicesDep
+from api.schemas import RecognizedFace, RecognizeResult, finite
+from api.uploads import read_image
+from facerec.records import UNKNOWN
+from index_builder.store import PersonNotFound
+
+router = APIRouter(tags=["recognition"])
+
+
+@router.post("/recognize", response_model=RecognizeResult)
+def recognize(
+    file: Annotated[UploadFile, File(description="An image with any number of faces.")],
+    services: ServicesDep,
+    _: QueryRole,
+) -> RecognizeResult:
+    data = read_image(file, services.settings)
+    faces = services.analyze(data)
+    vectors = [f.embedding for f in faces if f.embedding is not None]
+    matches = iter(services.matcher.match(np.stack(vectors)) if vectors else [])
+    names: dict[str, str | None] = {}
+    out = []
+    for f in faces:
+        m = next(matches) if f.embedding is not None else None
+        identity = m.identity if m else UNKNOWN
+        if identity != UNKNOWN and identity not in names:
+            try:
+                names[identity] = services.store.get_person(identity).display_name
+            except PersonNotFound:  # erased after the snapshot the matcher serves
+                names[identity] = None
+        out.append(
+            RecognizedFace(
+                box=[round(v, 1) for v in f.box],
+                detection_score=round(f.detection.score, 4),
+                quality=f.quality.as_dict(),
+                identity=identity,
+                display_name=names.get(identity),
+                distance=finite(m.distance) if m else None,
+                score=m.score if m else 0.0,
+                person_id=m.person_id if m else None,
+                template_id=m.template_id if m else None,
+            )
+        )
+    return RecognizeResult(
+        snapshot_id=services.matcher.matcher.snapshot_id,
+        model_id=services.model_id,
+        threshold=services.matcher.matcher.threshold,
+        faces=out,
+    )

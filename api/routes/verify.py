@@ -1,0 +1,70 @@
+"""1:1 verification: two images, or an image and an enrolled person."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import numpy as np
+from fastapi import APIRouter, File, Form, UploadFile
+
+from api.deps import QueryRole, ServicesDep
+from api.errors import ApiError, from_domain
+from api.schemas import VerifyResult
+from api.uploads import read_image
+from udfs.errors import FaceRecError
+from udfs.match import similarity
+
+router = APIRouter(tags=["recognition"])
+
+
+@router.post("/verify", response_model=VerifyResult)
+def verify(
+    services: ServicesDep,
+    _: QueryRole,
+    image_a: Annotated[UploadFile, File(description="The probe image.")],
+    image_b: Annotated[UploadFile | None, File(description="The image to compare to.")] = None,
+    person_id: Annotated[str | None, Form(description="Or: an enrolled person.")] = None,
+) -> VerifyResult:
+    if (image_b is None) == (person_id is None):
+        raise ApiError(422, "invalid_request", "give exactly one of image_b or person_id")
+    threshold = services.settings.match.threshold
+    a = _embed(services, image_a, "image_a")
+    template_id = None
+    if image_b is not None:
+        b = _embed(services, image_b, "image_b")
+        distance = float(np.linalg.norm(a - b))
+    else:
+        assert person_id is not None
+        services.store.get_person(person_id)  # 404
+        templates = [
+            t
+            for t in services.store.list_templates(person_id, with_embeddings=True)
+            if t.model_id == services.model_id
+        ]
+        if not templates:
+            raise ApiError(
+                409,
+                "no_templates",
+                f"person {person_id!r} has no templates of model {services.model_id}",
+            )
+        vectors = [t.embedding for t in templates if t.embedding is not None]
+        dists = np.linalg.norm(np.stack(vectors) - a, axis=1)
+        best = int(np.argmin(dists))
+        distance, template_id = float(dists[best]), templates[best].id
+    return VerifyResult(
+        same=distance <= threshold,
+        distance=distance,
+        score=similarity(distance),
+        threshold=threshold,
+        person_id=person_id,
+        template_id=template_id,
+    )
+
+
+def _embed(services, upload: UploadFile, label: str) -> np.ndarray:  # noqa: ANN001
+    try:
+        face = services.main_face(read_image(upload, services.settings, label))
+    except FaceRecError as exc:
+        raise from_domain(exc, f"{label}: ") from exc
+    assert face.embedding is not None
+    return face.embedding

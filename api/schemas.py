@@ -1,0 +1,151 @@
+"""Request and response bodies: separate Create / Update / Public models per resource."""
+
+from __future__ import annotations
+
+import math
+from datetime import datetime
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from index_builder.store import Person, Template
+
+PERSON_ID_PATTERN = r"^[A-Za-z0-9_.:-]{1,64}$"
+
+
+class _In(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ErrorBody(BaseModel):
+    error: str = Field(description="Stable machine-readable reason code.")
+    detail: str = Field(description="What went wrong, for humans.")
+    reasons: list[str] = Field(default_factory=list, description="Every failed check.")
+
+
+# ------------------------------------------------------------------ people
+class PersonCreate(_In):
+    id: str | None = Field(None, pattern=PERSON_ID_PATTERN, description="Default: a new uuid.")
+    display_name: str = Field(..., min_length=1, max_length=256)
+    external_ref: str | None = Field(None, min_length=1, max_length=256)
+    metadata: dict[str, Any] = Field(default_factory=dict)
+
+
+class PersonUpdate(_In):
+    display_name: str | None = Field(None, min_length=1, max_length=256)
+    external_ref: str | None = Field(None, min_length=1, max_length=256)
+    metadata: dict[str, Any] | None = None
+
+
+class PersonPublic(BaseModel):
+    id: str
+    display_name: str
+    external_ref: str | None
+    metadata: dict[str, Any]
+    created_at: datetime
+    updated_at: datetime
+    template_count: int
+
+    @classmethod
+    def of(cls, p: Person) -> PersonPublic:
+        return cls(**{f: getattr(p, f) for f in cls.model_fields})
+
+
+class PeoplePage(BaseModel):
+    items: list[PersonPublic]
+    total: int
+    limit: int
+    offset: int
+
+
+# ------------------------------------------------------------------ faces
+class TemplatePublic(BaseModel):
+    id: str
+    person_id: str
+    model_id: str
+    quality: dict[str, Any]
+    image_sha256: str
+    seq: int
+    created_at: datetime
+
+    @classmethod
+    def of(cls, t: Template) -> TemplatePublic:
+        return cls(**{f: getattr(t, f) for f in cls.model_fields})
+
+
+class EnrollResult(BaseModel):
+    person_id: str
+    templates: list[TemplatePublic]
+    published: bool = Field(
+        description="False when a delta could not be published; the "
+        "templates are stored and the next snapshot includes them."
+    )
+
+
+# ------------------------------------------------------------------ recognition
+class RecognizedFace(BaseModel):
+    box: list[float] = Field(description="x1, y1, x2, y2 in pixels.")
+    detection_score: float
+    quality: dict[str, Any]
+    identity: str = Field(description="person id, or 'unknown'.")
+    display_name: str | None = None
+    distance: float | None = Field(description="L2 distance to the best template; null if none.")
+    score: float = Field(description="Similarity in [0, 1] (1 - distance^2 / 4).")
+    person_id: str | None = Field(description="Best candidate even above the threshold.")
+    template_id: str | None
+
+
+class RecognizeResult(BaseModel):
+    snapshot_id: str | None
+    model_id: str
+    threshold: float
+    faces: list[RecognizedFace]
+
+
+class VerifyResult(BaseModel):
+    same: bool
+    distance: float
+    score: float
+    threshold: float
+    person_id: str | None = None
+    template_id: str | None = None
+
+
+def finite(x: float) -> float | None:
+    return x if math.isfinite(x) else None
+
+
+# ------------------------------------------------------------------ events and index
+class EventPublic(BaseModel):
+    event_id: str
+    frame_id: str
+    camera_id: str
+    region: str
+    capture_ts: int
+    face_index: int
+    box: list[float]
+    identity: str
+    distance: float | None
+    score: float
+    threshold: float
+    snapshot_id: str
+    model_id: str
+    stages: dict[str, int]
+    display_name: str | None = None
+
+
+class EventsPage(BaseModel):
+    items: list[EventPublic]
+    next_cursor: str | None
+
+
+class IndexStatus(BaseModel):
+    snapshot_id: str | None
+    manifest: dict[str, Any] | None
+    max_change_seq: int
+    deltas: int
+    tombstones: int
+    threshold: float
+    last_error: str | None
+    store_change_seq: int
+    snapshots_on_disk: list[str]

@@ -1,0 +1,206 @@
+"""SQLite event store: the default backend for one node, development and tests.
+
+One table keyed by ``event_id`` (upsert = idempotent), the event kept as its JSON plus the
+columns the API filters on, an index per query shape ending in ``(capture_ts, event_id)`` so
+every page is an index range scan. WAL lets the API read while the job writes.
+Retention counts from capture time: expired rows are hidden from reads at once and deleted
+by ``purge_expired`` (called from ``write`` at most every ``purge_interval_s``).
+"""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+import threading
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from facerec.eventstore.base import (
+    EventQuery,
+    EventStore,
+    Position,
+    check_limit,
+    retention_ms,
+)
+from facerec.records import RecognitionEvent, now_ms
+
+log = logging.getLogger(__name__)
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS events (
+    event_id   TEXT PRIMARY KEY,
+    capture_ts INTEGER NOT NULL,
+    camera_id  TEXT NOT NULL,
+    region     TEXT NOT NULL,
+    identity   TEXT NOT NULL,
+    frame_id   TEXT NOT NULL,
+    body       TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS events_by_time ON events (capture_ts, event_id);
+CREATE INDEX IF NOT EXISTS events_by_camera ON events (camera_id, capture_ts, event_id);
+CREATE INDEX IF NOT EXISTS events_by_person ON events (identity, capture_ts, event_id);
+CREATE INDEX IF NOT EXISTS events_by_region ON events (region, capture_ts, event_id);
+CREATE INDEX IF NOT EXISTS events_by_frame ON events (frame_id);
+"""
+
+_UPSERT = """
+INSERT INTO events (event_id, capture_ts, camera_id, region, identity, frame_id, body)
+VALUES (?, ?, ?, ?, ?, ?, ?)
+ON CONFLICT (event_id) DO UPDATE SET
+    capture_ts = excluded.capture_ts, camera_id = excluded.camera_id,
+    region = excluded.region, identity = excluded.identity,
+    frame_id = excluded.frame_id, body = excluded.body
+"""
+
+
+class SqliteEventStore(EventStore):
+    def __init__(
+        self, path: str | Path, *, ttl_days: int = 90, purge_interval_s: float = 600.0
+    ) -> None:
+        self.path = Path(path)
+        self.retention = retention_ms(ttl_days)
+        self.purge_interval_s = purge_interval_s
+        self._last_purge = 0.0
+        self._lock = threading.Lock()
+        if str(path) != ":memory:":
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._db = sqlite3.connect(
+            str(path), check_same_thread=False, isolation_level=None, timeout=10.0
+        )
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=NORMAL")
+        self._db.executescript(_SCHEMA)
+
+    # ----------------------------------------------------------------------- writes
+    def _horizon(self, now: int | None = None) -> int | None:
+        """Oldest capture_ts still retained, or None when nothing expires."""
+        if self.retention is None:
+            return None
+        return (now if now is not None else now_ms()) - self.retention
+
+    def write(self, events: Sequence[RecognitionEvent]) -> int:
+        horizon = self._horizon()
+        rows: dict[str, tuple[Any, ...]] = {}
+        for e in events:
+            if not isinstance(e, RecognitionEvent):
+                raise TypeError(f"write expects RecognitionEvent items; got {type(e).__name__}")
+            if horizon is not None and e.capture_ts < horizon:
+                continue
+            rows[e.event_id] = (
+                e.event_id, e.capture_ts, e.camera_id, e.region, e.identity, e.frame_id,
+                e.to_json(),
+            )
+        if rows:
+            with self._lock:
+                self._db.execute("BEGIN IMMEDIATE")
+                try:
+                    self._db.executemany(_UPSERT, rows.values())
+                    self._db.execute("COMMIT")
+                except BaseException:
+                    self._db.execute("ROLLBACK")
+                    raise
+        due = time.monotonic() - self._last_purge > self.purge_interval_s
+        if self.retention is not None and due:
+            self.purge_expired()
+        return len(rows)
+
+    def purge_expired(self, now: int | None = None) -> int:
+        """Delete events captured before the retention horizon; returns how many went."""
+        self._last_purge = time.monotonic()
+        horizon = self._horizon(now)
+        if horizon is None:
+            return 0
+        with self._lock:
+            cur = self._db.execute("DELETE FROM events WHERE capture_ts < ?", (horizon,))
+        if cur.rowcount:
+            log.info("event store %s: purged %d events captured before %d", self.path,
+                     cur.rowcount, horizon)
+        return cur.rowcount
+
+    # ----------------------------------------------------------------------- reads
+    def get(self, event_id: str) -> RecognitionEvent | None:
+        sql, params = "SELECT body FROM events WHERE event_id = ?", [event_id]
+        horizon = self._horizon()
+        if horizon is not None:
+            sql += " AND capture_ts >= ?"
+            params.append(horizon)
+        with self._lock:
+            row = self._db.execute(sql, params).fetchone()
+        return RecognitionEvent.from_json(row[0]) if row else None
+
+    def _where(self, q: EventQuery, after: Position | None) -> tuple[str, list[Any]]:
+        clauses: list[str] = []
+        params: list[Any] = []
+        for column, value in (
+            ("camera_id", q.camera_id), ("identity", q.identity), ("region", q.region)
+        ):
+            if value is not None:
+                clauses.append(f"{column} = ?")
+                params.append(value)
+        lower = [v for v in (q.start_ms, self._horizon()) if v is not None]
+        if lower:
+            clauses.append("capture_ts >= ?")
+            params.append(max(lower))
+        if q.end_ms is not None:
+            clauses.append("capture_ts < ?")
+            params.append(q.end_ms)
+        if after is not None:
+            clauses.append("(capture_ts, event_id) < (?, ?)")
+            params += [after.capture_ts, after.event_id]
+        return (" WHERE " + " AND ".join(clauses)) if clauses else "", params
+
+    def search(
+        self,
+        *,
+        camera_id: str | None = None,
+        region: str | None = None,
+        identity: str | None = None,
+        start_ms: int | None = None,
+        end_ms: int | None = None,
+        limit: int = 100,
+        cursor: str | None = None,
+    ) -> tuple[list[RecognitionEvent], str | None]:
+        check_limit(limit)
+        q = EventQuery(camera_id, region, identity, start_ms, end_ms)
+        after = Position.decode(cursor) if cursor else None
+        where, params = self._where(q, after)
+        sql = (
+            f"SELECT body FROM events{where} "  # noqa: S608 - clauses are fixed strings
+            "ORDER BY capture_ts DESC, event_id DESC LIMIT ?"
+        )
+        with self._lock:
+            rows = self._db.execute(sql, [*params, limit + 1]).fetchall()
+        events = [RecognitionEvent.from_json(r[0]) for r in rows[:limit]]
+        if len(rows) <= limit:
+            return events, None
+        return events, Position(events[-1].capture_ts, events[-1].event_id).encode()
+
+    def count(
+        self,
+        *,
+        camera_id: str | None = None,
+        region: str | None = None,
+        identity: str | None = None,
+        start_ms: int | None = None,
+        end_ms: int | None = None,
+    ) -> int:
+        where, params = self._where(
+            EventQuery(camera_id, region, identity, start_ms, end_ms), None
+        )
+        with self._lock:
+            (n,) = self._db.execute(f"SELECT COUNT(*) FROM events{where}", params).fetchone()  # noqa: S608
+        return int(n)
+
+    def ping(self) -> bool:
+        try:
+            with self._lock:
+                return self._db.execute("SELECT 1").fetchone() == (1,)
+        except sqlite3.Error as exc:
+            log.warning("event store %s does not answer: %s", self.path, exc)
+            return False
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()

@@ -1,0 +1,70 @@
+"""Tables of the enrollment store (SQLAlchemy Core, portable across SQLite and PostgreSQL).
+
+* ``people``: who can be recognised; ``external_ref`` links to the operator's own records.
+* ``templates``: one embedding per accepted enrollment image (float32 bytes, unit norm).
+* ``changes``: the change log. ``seq`` is monotonic; one row per template added
+  (``enroll``) and per person erased (``delete``). Snapshots record the highest ``seq``
+  they include, so a matcher knows which deltas a snapshot already covers.
+
+Tables carry no schema name: tests isolate themselves with ``schema_translate_map``.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Column,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Table,
+)
+from sqlalchemy.dialects.postgresql import JSONB
+
+metadata = MetaData()
+_Json = JSON().with_variant(JSONB(), "postgresql")
+# SQLite only auto-increments an INTEGER PRIMARY KEY; BigInteger stays BIGINT elsewhere
+_Seq = BigInteger().with_variant(Integer(), "sqlite")
+
+people = Table(
+    "people",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    Column("external_ref", String(256), nullable=True, unique=True),
+    Column("display_name", String(256), nullable=False),
+    Column("metadata", _Json, nullable=False, default=dict),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+)
+
+templates = Table(
+    "templates",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    Column("person_id", String(64), ForeignKey("people.id", ondelete="CASCADE"), nullable=False),
+    Column("embedding", LargeBinary, nullable=False),
+    Column("model_id", String(128), nullable=False),
+    Column("quality", _Json, nullable=False, default=dict),
+    Column("image_sha256", String(64), nullable=False),
+    Column("seq", _Seq, nullable=False, doc="seq of the change that added this template"),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Index("ix_templates_person", "person_id"),
+    Index("ix_templates_model_seq", "model_id", "seq"),
+)
+
+changes = Table(
+    "changes",
+    metadata,
+    Column("seq", _Seq, primary_key=True, autoincrement=True),
+    Column("kind", String(16), nullable=False, doc="enroll | delete"),
+    Column("person_id", String(64), nullable=False),
+    Column("template_id", String(64), nullable=True),
+    Column("model_id", String(128), nullable=True),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    sqlite_autoincrement=True,  # never reuse a seq, even after the highest row is gone
+)

@@ -1,0 +1,254 @@
+"""Flink sources and sinks: the job-read video cameras, the local index directory watcher,
+and the official Kafka connector for frames, events, index messages and dead letters."""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from pathlib import Path
+
+from pyflink.common import Types, WatermarkStrategy
+from pyflink.common.serialization import ByteArraySchema, SimpleStringSchema
+from pyflink.datastream import DataStream, StreamExecutionEnvironment
+from pyflink.datastream.connectors.number_seq import NumberSequenceSource
+from pyflink.datastream.functions import FlatMapFunction, KeyedProcessFunction, RuntimeContext
+
+from facerec.config import Settings
+from jobs.sources import CameraReader, CameraSpec, tick_count
+
+log = logging.getLogger(__name__)
+BYTES = Types.PRIMITIVE_ARRAY(Types.BYTE())
+
+
+class KafkaConnectorMissing(RuntimeError):
+    pass
+
+
+# ------------------------------------------------------------------------------ video
+class ReadCameras(KeyedProcessFunction):
+    """Keyed by camera index: each tick asks the owning subtask for the next frame."""
+
+    def __init__(self, cameras: list[str], settings_json: str, done_dir: str) -> None:
+        self.cameras, self.settings_json, self.done_dir = cameras, settings_json, done_dir
+
+    def open(self, ctx: RuntimeContext) -> None:
+        self.settings = Settings.model_validate_json(self.settings_json)
+        self.readers: dict[int, CameraReader] = {}
+        self.read_counter = ctx.get_metrics_group().add_group("facerec").counter("video_frames_read")
+
+    def close(self) -> None:
+        for reader in self.readers.values():
+            reader.close()
+
+    def process_element(self, tick, ctx):
+        index, seq = tick
+        reader = self.readers.get(index)
+        if reader is None:
+            reader = self.readers[index] = CameraReader(
+                CameraSpec.from_json(self.cameras[index]), self.settings
+            )
+        if seq >= reader.spec.frames > 0 and not reader.spec.live:
+            return
+        frame = reader.read(seq)
+        if frame is None or (not reader.spec.live and seq == reader.spec.frames - 1):
+            Path(self.done_dir).mkdir(parents=True, exist_ok=True)
+            (Path(self.done_dir) / f"{reader.spec.camera_id}.done").touch()
+        if frame is not None:
+            self.read_counter.inc()
+            yield frame
+
+
+def video_frames(
+    env: StreamExecutionEnvironment, cameras: list[CameraSpec], settings: Settings, done_dir: Path
+) -> DataStream:
+    n = len(cameras)
+    ticks = env.from_source(
+        NumberSequenceSource(0, tick_count(cameras) - 1), WatermarkStrategy.no_watermarks(), "camera-ticks"
+    ).set_parallelism(1)
+    return (
+        ticks.map(lambda i: (i % n, i // n), output_type=Types.TUPLE([Types.INT(), Types.LONG()]))
+        .set_parallelism(1)
+        .name("deal-ticks")
+        .key_by(lambda t: t[0], key_type=Types.INT())
+        .process(
+            ReadCameras([c.to_json() for c in cameras], settings.model_dump_json(), str(done_dir)),
+            output_type=BYTES,
+        )
+        .name("read-cameras")
+    )
+
+
+# ------------------------------------------------------------------------------ index (local)
+class WatchIndexDir(FlatMapFunction):
+    """Each tick: emit index messages newly written to the manifests directory (in name
+    order), then wait ``poll_ms``. Stops waiting once every camera left a ``.done`` marker,
+    so a bounded video run ends."""
+
+    def __init__(self, directory: str, done_dir: str, cameras: list[str], poll_ms: int) -> None:
+        self.directory, self.done_dir = directory, done_dir
+        self.cameras, self.poll_ms = cameras, poll_ms
+
+    def open(self, ctx: RuntimeContext) -> None:
+        self.seen: set[str] = set()
+        self.finished = False
+
+    def flat_map(self, tick):
+        if self.finished:
+            return
+        directory = Path(self.directory)
+        if directory.is_dir():
+            for path in sorted(directory.glob("*.json")):
+                if path.name in self.seen:
+                    continue
+                self.seen.add(path.name)
+                try:
+                    text = path.read_text(encoding="utf-8")
+                    json.loads(text)
+                except (OSError, ValueError) as exc:
+                    log.error("skipping unreadable index message %s: %s", path, exc)
+                    continue
+                yield text
+        done = Path(self.done_dir)
+        if self.cameras and all((done / f"{c}.done").exists() for c in self.cameras):
+            self.finished = True
+            return
+        time.sleep(self.poll_ms / 1000)
+
+
+def local_index(
+    env: StreamExecutionEnvironment, settings: Settings, manifests: Path, done_dir: Path,
+    cameras: list[CameraSpec],
+) -> DataStream:
+    bounded = not any(c.live for c in cameras)
+    if bounded:  # enough ticks to outlast the videos played in real time, with margin
+        seconds = max(c.frames / c.fps for c in cameras) * settings.job.video.loop + 120
+        ticks = int(seconds * 1000 / settings.job.index_poll_ms)
+    else:
+        ticks = 2**62
+    watcher = WatchIndexDir(
+        str(manifests), str(done_dir), [c.camera_id for c in cameras] if bounded else [],
+        settings.job.index_poll_ms,
+    )
+    return (
+        env.from_source(NumberSequenceSource(0, ticks - 1), WatermarkStrategy.no_watermarks(), "index-ticks")
+        .set_parallelism(1)
+        .flat_map(watcher, output_type=Types.STRING())
+        .set_parallelism(1)
+        .name("watch-index-dir")
+    )
+
+
+# ------------------------------------------------------------------------------ kafka
+def require_kafka_connector(settings: Settings, env: StreamExecutionEnvironment) -> None:
+    jar = settings.job.kafka_connector_jar
+    if jar is None or not Path(jar).is_file():
+        raise KafkaConnectorMissing(
+            "the Kafka source/sink needs the Flink Kafka connector jar "
+            "(flink-sql-connector-kafka-<version>-2.0.jar, for Flink 2.x, from Maven Central, "
+            "org.apache.flink:flink-sql-connector-kafka); put it e.g. in ./jars/ and set "
+            "job.kafka_connector_jar in the config or FACEREC_JOB__KAFKA_CONNECTOR_JAR"
+            + (f" (configured path {jar} does not exist)" if jar else "")
+        )
+    env.add_jars(Path(jar).resolve().as_uri())
+
+
+def _kafka_props(settings: Settings) -> dict[str, str]:
+    k = settings.kafka
+    props = {"security.protocol": k.security_protocol}
+    if k.sasl_mechanism:
+        props["sasl.mechanism"] = k.sasl_mechanism
+        password = k.sasl_password.get_secret_value() if k.sasl_password else ""
+        module = "org.apache.kafka.common.security.plain.PlainLoginModule"
+        if k.sasl_mechanism.startswith("SCRAM"):
+            module = "org.apache.kafka.common.security.scram.ScramLoginModule"
+        props["sasl.jaas.config"] = (
+            f'{module} required username="{k.sasl_username}" password="{password}";'
+        )
+    return props
+
+
+def _offsets(start: str):
+    from pyflink.datastream.connectors.kafka import (
+        KafkaOffsetResetStrategy,
+        KafkaOffsetsInitializer,
+    )
+
+    if start == "earliest":
+        return KafkaOffsetsInitializer.earliest()
+    if start == "latest":
+        return KafkaOffsetsInitializer.latest()
+    if start.isdigit():
+        return KafkaOffsetsInitializer.timestamp(int(start))
+    if start == "group":
+        return KafkaOffsetsInitializer.committed_offsets(KafkaOffsetResetStrategy.EARLIEST)
+    raise ValueError(f"job.kafka_start must be group|earliest|latest|<epoch ms>, got {start!r}")
+
+
+def kafka_frames(env: StreamExecutionEnvironment, settings: Settings) -> DataStream:
+    """Frames topic (key = region); offsets committed to the group on checkpoints."""
+    from pyflink.datastream.connectors.kafka import KafkaSource
+
+    require_kafka_connector(settings, env)
+    builder = (
+        KafkaSource.builder()
+        .set_bootstrap_servers(settings.kafka.bootstrap_servers)
+        .set_topics(settings.kafka.frames_topic)
+        .set_group_id(settings.job.kafka_group_id)
+        .set_starting_offsets(_offsets(settings.job.kafka_start))
+        .set_value_only_deserializer(ByteArraySchema())
+        .set_property("commit.offsets.on.checkpoint", "true")
+    )
+    for key, value in _kafka_props(settings).items():
+        builder = builder.set_property(key, value)
+    return env.from_source(builder.build(), WatermarkStrategy.no_watermarks(), "kafka-frames")
+
+
+def kafka_index(env: StreamExecutionEnvironment, settings: Settings) -> DataStream:
+    """Index topic read from the start: the latest snapshot and every delta since."""
+    from pyflink.datastream.connectors.kafka import KafkaOffsetsInitializer, KafkaSource
+
+    require_kafka_connector(settings, env)
+    builder = (
+        KafkaSource.builder()
+        .set_bootstrap_servers(settings.kafka.bootstrap_servers)
+        .set_topics(settings.kafka.index_topic)
+        .set_group_id(settings.job.kafka_group_id + "-index")
+        .set_starting_offsets(KafkaOffsetsInitializer.earliest())
+        .set_value_only_deserializer(SimpleStringSchema())
+    )
+    for key, value in _kafka_props(settings).items():
+        builder = builder.set_property(key, value)
+    return env.from_source(
+        builder.build(), WatermarkStrategy.no_watermarks(), "kafka-index"
+    ).set_parallelism(1)
+
+
+def discard(stream: DataStream) -> None:
+    """Terminate a stream whose work is done in its last operator (Flink drops operators
+    that reach no sink)."""
+    from pyflink.datastream.connectors.base import Sink
+    from pyflink.java_gateway import get_gateway
+
+    jvm = get_gateway().jvm
+    stream.sink_to(Sink(jvm.org.apache.flink.streaming.api.functions.sink.v2.DiscardingSink())).name("discard")
+
+
+def kafka_sink(settings: Settings, topic: str):
+    from pyflink.datastream.connectors.base import DeliveryGuarantee
+    from pyflink.datastream.connectors.kafka import KafkaRecordSerializationSchema, KafkaSink
+
+    builder = (
+        KafkaSink.builder()
+        .set_bootstrap_servers(settings.kafka.bootstrap_servers)
+        .set_record_serializer(
+            KafkaRecordSerializationSchema.builder()
+            .set_topic(topic)
+            .set_value_serialization_schema(SimpleStringSchema())
+            .build()
+        )
+        .set_delivery_guarantee(DeliveryGuarantee.AT_LEAST_ONCE)
+    )
+    for key, value in _kafka_props(settings).items():
+        builder = builder.set_property(key, value)
+    return builder.build()

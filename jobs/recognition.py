@@ -1,0 +1,176 @@
+"""The recognition job (PyFlink DataStream).
+
+    frames --decode--> key_by(region) --gate + micro-batch + detect + embed-->
+    key_by(region) --connect(broadcast index)--> match --> events
+                                                           -> event store (idempotent)
+                                                           -> Kafka events topic
+    dead letters (side outputs) -> JSON lines / Kafka dead-letter topic
+
+Run it embedded (``facerec job run --source video:PATH``) or submit this file to a
+cluster (``facerec job submit`` = ``flink run -py jobs/recognition.py ...``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+from pyflink.common import Configuration, Types
+from pyflink.datastream import CheckpointingMode, DataStream, StreamExecutionEnvironment
+
+from facerec.config import Settings, load_settings
+from jobs import flink_sources as fs
+from jobs.sources import CameraSpec, parse_video_source
+from udfs.flink_functions import (
+    DEAD_LETTERS,
+    FRAME_STATS,
+    INDEX_STATE,
+    AppendJsonLines,
+    DecodeFrames,
+    GateAndAnalyze,
+    MatchFaces,
+    StoreEvents,
+)
+
+log = logging.getLogger(__name__)
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@dataclass
+class JobStreams:
+    events: DataStream  # RecognitionEvent JSON
+    dead_letters: list[DataStream]  # DeadLetter JSON, one stream per producing operator
+    frame_stats: DataStream  # FrameStat JSON (per frame: gated out / analysed)
+
+
+def data_dir(settings: Settings) -> Path:
+    return settings.data_dir.resolve()
+
+
+def manifests_dir(settings: Settings) -> Path:
+    return (settings.index.manifests_dir or settings.data_dir / "manifests").resolve()
+
+
+def create_env(settings: Settings, parallelism: int | None = None) -> StreamExecutionEnvironment:
+    job = settings.job
+    config = Configuration()
+    config.set_string("python.execution-mode", "process")  # TensorFlow hangs in thread mode
+    config.set_string("python.fn-execution.bundle.size", str(job.bundle_size))
+    config.set_string("python.fn-execution.bundle.time", str(job.bundle_time_ms))
+    config.set_string("python.executable", os.environ.get("FACEREC_PYTHON", sys.executable))
+    config.set_string("python.client.executable", sys.executable)
+    config.set_string("python.operator-chaining.enabled", "true")
+    env = StreamExecutionEnvironment.get_execution_environment(config)
+    env.set_parallelism(parallelism or job.parallelism)
+    env.set_buffer_timeout(job.buffer_timeout_ms)
+    env.enable_checkpointing(job.checkpoint_interval_ms, CheckpointingMode.EXACTLY_ONCE)
+    return env
+
+
+def build_pipeline(
+    settings: Settings, frames: DataStream, index: DataStream
+) -> JobStreams:
+    """The job proper; it does not know where ``frames`` and ``index`` come from."""
+    settings_json = settings.model_dump_json()
+    records = frames.process(DecodeFrames(), output_type=Types.PICKLED_BYTE_ARRAY()).name("decode")
+    analyzed = (
+        records.key_by(lambda r: r.region, key_type=Types.STRING())
+        .process(GateAndAnalyze(settings_json), output_type=Types.PICKLED_BYTE_ARRAY())
+        .name("gate-detect-embed")
+    )
+    events = (
+        analyzed.key_by(lambda c: c.region, key_type=Types.STRING())
+        .connect(index.broadcast(INDEX_STATE))
+        .process(MatchFaces(settings_json), output_type=Types.STRING())
+        .name("match")
+    )
+    dead = [records.get_side_output(DEAD_LETTERS), analyzed.get_side_output(DEAD_LETTERS)]
+    return JobStreams(events, dead, analyzed.get_side_output(FRAME_STATS))
+
+
+def attach_sinks(settings: Settings, streams: JobStreams, kafka: bool) -> JobStreams:
+    """Events -> event store (idempotent upsert); dead letters -> JSON lines; both also to
+    their Kafka topics when ``kafka``. Returns the streams after persistence (what a client
+    collects is what was stored). Each side output is consumed exactly once, here."""
+    settings_json = settings.model_dump_json()
+    events = streams.events.map(StoreEvents(settings_json), output_type=Types.STRING()).name(
+        "event-store"
+    )
+    # one writer per side output: PyFlink duplicated records when a union of side outputs
+    # fed a Python operator, so the streams are only united after they are persisted
+    written = [
+        side.map(
+            AppendJsonLines(str(data_dir(settings) / "deadletters"), f"deadletters-{stage}"),
+            output_type=Types.STRING(),
+        ).name(f"dead-letter-file-{stage}")
+        for stage, side in zip(("decode", "analyze"), streams.dead_letters, strict=True)
+    ]
+    dead = written[0].union(*written[1:])
+    stats = streams.frame_stats.map(lambda s: s, output_type=Types.STRING()).name("frame-stats")
+    if kafka:
+        events.sink_to(fs.kafka_sink(settings, settings.kafka.events_topic)).name("kafka-events")
+        dead.sink_to(fs.kafka_sink(settings, settings.kafka.dead_letter_topic)).name("kafka-dead-letters")
+    return JobStreams(events, [dead], stats)
+
+
+def video_job(
+    env: StreamExecutionEnvironment, settings: Settings, spec: str
+) -> tuple[JobStreams, list[CameraSpec]]:
+    cameras = parse_video_source(spec, settings)
+    run_dir = data_dir(settings) / "runs" / uuid.uuid4().hex[:12]
+    frames = fs.video_frames(env, cameras, settings, run_dir)
+    index = fs.local_index(env, settings, manifests_dir(settings), run_dir, cameras)
+    return build_pipeline(settings, frames, index), cameras
+
+
+def kafka_job(env: StreamExecutionEnvironment, settings: Settings) -> JobStreams:
+    return build_pipeline(settings, fs.kafka_frames(env, settings), fs.kafka_index(env, settings))
+
+
+def build_job(
+    settings: Settings, source: str, parallelism: int | None = None
+) -> tuple[StreamExecutionEnvironment, JobStreams]:
+    env = create_env(settings, parallelism)
+    if source.startswith("video:"):
+        streams, _ = video_job(env, settings, source[len("video:") :])
+        kafka = False
+    elif source == "kafka":
+        streams, kafka = kafka_job(env, settings), True
+    else:
+        raise ValueError(f"--source must be video:PATH[,PATH...] or kafka, got {source!r}")
+    return env, attach_sinks(settings, streams, kafka)
+
+
+def tagged_outputs(streams: JobStreams) -> DataStream:
+    """One stream for a client to collect: ``E``/``D``/``S`` + JSON (event, dead letter,
+    frame stat)."""
+    return streams.events.map(lambda s: "E" + s, output_type=Types.STRING()).union(
+        *(d.map(lambda s: "D" + s, output_type=Types.STRING()) for d in streams.dead_letters),
+        streams.frame_stats.map(lambda s: "S" + s, output_type=Types.STRING()),
+    )
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point for ``flink run -py jobs/recognition.py -- --source ... [--config ...]``."""
+    ap = argparse.ArgumentParser(description="facerec recognition job")
+    ap.add_argument("--source", default="kafka", help="video:PATH[,PATH...] | kafka")
+    ap.add_argument("--config", default=None, help="YAML configuration file")
+    ap.add_argument("--parallelism", type=int, default=None)
+    ap.add_argument("--name", default="facerec-recognition")
+    args = ap.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    settings = load_settings(args.config)
+    env, streams = build_job(settings, args.source, args.parallelism)
+    # events and dead letters are persisted by their map operators; end the streams quietly
+    for stream in (streams.events, *streams.dead_letters, streams.frame_stats):
+        fs.discard(stream)
+    env.execute(args.name)
+
+
+if __name__ == "__main__":
+    main()

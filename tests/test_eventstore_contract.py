@@ -1,0 +1,232 @@
+"""One contract for every event store backend: SQLite always, Cassandra when
+``FACEREC_CASSANDRA_HOSTS`` (comma-separated host[:port] list) points at a cluster."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from facerec.eventstore import EventStore, InvalidCursor, InvalidQuery, open_event_store
+from facerec.eventstore.base import DAY_MS
+from facerec.records import RecognitionEvent, make_event_id, make_frame_id, now_ms
+
+CASSANDRA_HOSTS = os.environ.get("FACEREC_CASSANDRA_HOSTS", "")
+
+
+def _open_cassandra(ttl_days: int) -> tuple[EventStore, Callable[[], None]]:
+    from facerec.eventstore.cassandra import CassandraEventStore
+
+    hosts, port = [], 9042
+    for h in CASSANDRA_HOSTS.split(","):
+        host, _, p = h.strip().partition(":")
+        hosts.append(host)
+        port = int(p) if p else port
+    keyspace = f"facerec_test_{uuid.uuid4().hex[:12]}"
+    store = CassandraEventStore(hosts, port=port, keyspace=keyspace, ttl_days=ttl_days,
+                                consistency="ONE")
+
+    def drop() -> None:
+        store._session.execute(f"DROP KEYSPACE IF EXISTS {keyspace}", timeout=60)
+        store.close()
+
+    return store, drop
+
+
+@pytest.fixture(params=["sqlite", "cassandra"])
+def make_store(request, tmp_path: Path) -> Iterator[Callable[..., EventStore]]:
+    """Factory: ``make_store(ttl_days=90)`` -> a fresh, empty store of the backend."""
+    if request.param == "cassandra" and not CASSANDRA_HOSTS:
+        pytest.skip("no Cassandra server: set FACEREC_CASSANDRA_HOSTS=host[:port],... to run")
+    cleanups = []
+
+    def make(ttl_days: int = 90) -> EventStore:
+        if request.param == "sqlite":
+            from facerec.eventstore.sqlite import SqliteEventStore
+
+            store = SqliteEventStore(tmp_path / f"ev-{len(cleanups)}.sqlite", ttl_days=ttl_days)
+            cleanups.append(store.close)
+            return store
+        store, drop = _open_cassandra(ttl_days)
+        cleanups.append(drop)
+        return store
+
+    yield make
+    for cleanup in cleanups:
+        cleanup()
+
+
+@pytest.fixture
+def store(make_store) -> EventStore:
+    return make_store()
+
+
+def event(camera: str, ts: int, identity: str = "alice", region: str = "eu", face: int = 0,
+          seq: int = 0, name: str | None = None) -> RecognitionEvent:
+    frame_id = make_frame_id(camera, 1_700_000_000_000, seq)
+    return RecognitionEvent(
+        event_id=make_event_id(frame_id, face), frame_id=frame_id, camera_id=camera,
+        region=region, capture_ts=ts, face_index=face, box=(1.0, 2.5, 30.0, 40.0),
+        identity=identity, distance=0.42, score=0.97, threshold=1.1, snapshot_id="snap-1",
+        model_id="facenet-20180408", stages={"ingest": ts + 1, "match": ts + 9},
+        display_name=name,
+    )
+
+
+@pytest.fixture
+def corpus() -> list[RecognitionEvent]:
+    """60 events over 3 days, 3 cameras, 2 regions, 3 identities, many capture_ts ties."""
+    base = now_ms() - 4 * DAY_MS
+    out = []
+    for seq in range(30):
+        ts = base + (seq // 3) * (DAY_MS // 4)  # 3 frames share a timestamp; 2.5 days span
+        cam = f"cam-{seq % 3}"
+        for face in range(2):
+            out.append(event(cam, ts, identity=["alice", "bob", "unknown"][(seq + face) % 3],
+                             region="eu" if cam != "cam-2" else "us", face=face, seq=seq))
+    return out
+
+
+def newest_first(events: list[RecognitionEvent]) -> list[RecognitionEvent]:
+    return sorted(events, key=lambda e: (e.capture_ts, e.event_id), reverse=True)
+
+
+def all_pages(store: EventStore, limit: int, **filters) -> list[RecognitionEvent]:
+    out, cursor, pages = [], None, 0
+    while True:
+        page, cursor = store.search(limit=limit, cursor=cursor, **filters)
+        assert len(page) <= limit
+        out += page
+        pages += 1
+        assert pages < 1000, "cursor never ended"
+        if cursor is None:
+            return out
+        assert len(page) == limit, "a short page must be the last one"
+
+
+def test_given_written_event_when_get_then_identical(store: EventStore) -> None:
+    e = event("cam-a", now_ms() - 1000, name="Alice A.")
+    assert store.write([e]) == 1
+    assert store.get(e.event_id) == e
+    assert store.get(str(uuid.uuid4())) is None
+    assert store.ping()
+
+
+def test_given_duplicates_and_replays_when_written_then_one_row_each(
+    store: EventStore, corpus: list[RecognitionEvent]
+) -> None:
+    assert store.write(corpus + corpus[:10]) == len(corpus)  # in-batch duplicates count once
+    assert store.write(corpus[5:25]) == 20  # a replay
+    assert store.count() == len(corpus)
+    assert all_pages(store, 1000) == newest_first(corpus)
+    renamed = event("cam-0", corpus[0].capture_ts, identity=corpus[0].identity, seq=0, name="x")
+    assert renamed.event_id == corpus[0].event_id
+    store.write([renamed])
+    assert store.get(renamed.event_id) == renamed  # upsert: the latest write wins
+    assert store.count() == len(corpus)
+
+
+def test_given_corpus_when_paging_then_newest_first_without_gaps(
+    store: EventStore, corpus: list[RecognitionEvent]
+) -> None:
+    store.write(corpus)
+    expected = newest_first(corpus)
+    for limit in (1, 7, 60, 100):
+        assert all_pages(store, limit) == expected, f"limit={limit}"
+    page, cursor = store.search(limit=60)
+    assert page == expected and cursor is None
+
+
+@pytest.mark.parametrize(
+    "filters",
+    [
+        {"camera_id": "cam-1"},
+        {"region": "us"},
+        {"identity": "bob"},
+        {"identity": "unknown", "region": "eu"},
+        {"camera_id": "cam-0", "identity": "alice"},
+        {"camera_id": "cam-2", "region": "eu"},  # contradictory: nothing
+        {"camera_id": "nobody"},
+    ],
+)
+def test_given_filters_when_search_then_exactly_the_matching_events(
+    store: EventStore, corpus: list[RecognitionEvent], filters: dict
+) -> None:
+    store.write(corpus)
+    expected = newest_first([
+        e for e in corpus if all(getattr(e, k) == v for k, v in filters.items())
+    ])
+    assert all_pages(store, 4, **filters) == expected
+    assert store.count(**filters) == len(expected)
+
+
+def test_given_time_range_when_search_then_half_open(
+    store: EventStore, corpus: list[RecognitionEvent]
+) -> None:
+    store.write(corpus)
+    stamps = sorted({e.capture_ts for e in corpus})
+    start, end = stamps[2], stamps[7]  # spans day buckets; both ends on exact timestamps
+    for filters in ({}, {"camera_id": "cam-1"}, {"identity": "alice"}, {"region": "eu"}):
+        expected = newest_first([
+            e for e in corpus
+            if start <= e.capture_ts < end
+            and all(getattr(e, k) == v for k, v in filters.items())
+        ])
+        assert expected
+        got = all_pages(store, 5, start_ms=start, end_ms=end, **filters)
+        assert got == expected, filters
+        assert store.count(start_ms=start, end_ms=end, **filters) == len(expected)
+    assert all_pages(store, 50, start_ms=stamps[-1]) == newest_first(
+        [e for e in corpus if e.capture_ts == stamps[-1]])
+    assert all_pages(store, 50, end_ms=stamps[1]) == newest_first(
+        [e for e in corpus if e.capture_ts == stamps[0]])
+
+
+def test_given_bad_arguments_when_search_then_typed_errors(store: EventStore) -> None:
+    store.write([event("cam-a", now_ms())])
+    with pytest.raises(InvalidCursor, match="expected"):
+        store.search(cursor="not-a-cursor")
+    with pytest.raises(InvalidCursor):
+        store.search(cursor="WyJ4IiwxXQ")  # ["x",1]: wrong types
+    with pytest.raises(InvalidQuery, match="limit"):
+        store.search(limit=0)
+    with pytest.raises(InvalidQuery, match="end_ms"):
+        store.search(start_ms=10, end_ms=10)
+    with pytest.raises(TypeError, match="RecognitionEvent"):
+        store.write([{"event_id": "x"}])  # type: ignore[list-item]
+
+
+def test_given_retention_when_event_is_older_then_not_stored(make_store) -> None:
+    store = make_store(ttl_days=2)
+    fresh, stale = event("cam-a", now_ms() - DAY_MS), event("cam-a", now_ms() - 3 * DAY_MS, seq=1)
+    assert store.write([fresh, stale]) == 1
+    assert store.get(stale.event_id) is None
+    assert all_pages(store, 10, camera_id="cam-a") == [fresh]
+
+
+# --------------------------------------------------------------------------- SQLite only
+def test_given_sqlite_when_retention_passes_then_hidden_and_purged(tmp_path: Path) -> None:
+    from facerec.eventstore.sqlite import SqliteEventStore
+
+    path = tmp_path / "events.sqlite"
+    old = event("cam-a", now_ms() - 5 * DAY_MS)
+    with SqliteEventStore(path, ttl_days=30) as store:
+        store.write([old, event("cam-a", now_ms(), seq=1)])
+    with SqliteEventStore(path, ttl_days=3) as store:  # retention shortened: hidden at once
+        assert store.get(old.event_id) is None
+        assert store.count() == 1
+        assert store.purge_expired() == 1
+    with SqliteEventStore(path, ttl_days=30) as store:  # and really gone
+        assert store.count() == 1
+
+
+def test_given_settings_when_open_event_store_then_sqlite_under_data_dir(tmp_path: Path) -> None:
+    from facerec.config import Settings
+
+    with open_event_store(Settings(data_dir=tmp_path)) as store:
+        store.write([event("cam-a", now_ms())])
+        assert store.ping()
+    assert (tmp_path / "events.sqlite").is_file()

@@ -1,0 +1,289 @@
+"""Thin Flink wrappers around the plain-Python stages (the only udfs module importing Flink).
+
+Each function receives the settings as JSON, builds its models and clients in ``open()``
+and frees them in ``close()``. Bad records leave through side outputs, never exceptions.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from pathlib import Path
+
+from pyflink.common import Types
+from pyflink.datastream import OutputTag
+from pyflink.datastream.functions import (
+    KeyedBroadcastProcessFunction,
+    KeyedProcessFunction,
+    MapFunction,
+    ProcessFunction,
+    RuntimeContext,
+)
+from pyflink.datastream.state import (
+    ListStateDescriptor,
+    MapStateDescriptor,
+    ValueStateDescriptor,
+)
+
+from facerec.config import Settings
+from facerec.records import DeadLetter, FrameRecord, RecognitionEvent, now_ms
+from udfs.errors import FaceRecError
+from udfs.pipeline import FaceCandidate, FrameStat, analyze_batch, decode_record, gate_frame, to_events
+
+log = logging.getLogger(__name__)
+
+DEAD_LETTERS = OutputTag("dead-letters", Types.STRING())
+FRAME_STATS = OutputTag("frame-stats", Types.STRING())
+INDEX_STATE = MapStateDescriptor("index", Types.STRING(), Types.STRING())
+END_OF_INPUT = 2**62
+"""An event-time timer this far out fires only on the final watermark a bounded source
+emits when it ends: buffered frames are flushed then, not dropped (processing-time timers
+do not fire after the end of input)."""
+
+
+def _stat_json(stat: FrameStat) -> str:
+    return json.dumps(stat.__dict__, separators=(",", ":"))
+
+
+class _Metrics:
+    """Flink user metrics under group ``facerec``, with per-camera sub-groups created lazily
+    (exported by the Prometheus reporter as labels)."""
+
+    def __init__(self, ctx: RuntimeContext, operator: str) -> None:
+        self.group = ctx.get_metrics_group().add_group("facerec").add_group("stage", operator)
+        self._counters: dict[tuple[str, str], object] = {}
+        self._dists: dict[tuple[str, str], object] = {}
+
+    def inc(self, name: str, camera: str = "", n: int = 1) -> None:
+        key = (name, camera)
+        if key not in self._counters:
+            group = self.group.add_group("camera", camera) if camera else self.group
+            self._counters[key] = group.counter(name)
+        self._counters[key].inc(n)  # type: ignore[attr-defined]
+
+    def observe(self, name: str, value: int, camera: str = "") -> None:
+        key = (name, camera)
+        if key not in self._dists:
+            group = self.group.add_group("camera", camera) if camera else self.group
+            self._dists[key] = group.distribution(name)
+        self._dists[key].update(int(value))  # type: ignore[attr-defined]
+
+
+class DecodeFrames(ProcessFunction):
+    """Bytes -> FrameRecord; undecodable or unknown-version records -> dead letters."""
+
+    def open(self, ctx: RuntimeContext) -> None:
+        self.metrics = _Metrics(ctx, "decode")
+
+    def process_element(self, value, ctx):
+        record = decode_record(bytes(value))
+        if isinstance(record, DeadLetter):
+            self.metrics.inc("dead_letters")
+            yield DEAD_LETTERS, record.to_json()
+            return
+        self.metrics.inc("frames_in", record.camera_id)
+        yield record
+
+
+class GateAndAnalyze(KeyedProcessFunction):
+    """Keyed by region. Per camera (map state): the motion gate. Frames that pass are
+    buffered in keyed list state and analysed in micro-batches, flushed at ``max_frames``
+    or ``max_wait_ms`` (a processing-time timer), so TensorFlow always runs batched."""
+
+    def __init__(self, settings_json: str) -> None:
+        self.settings_json = settings_json
+
+    def open(self, ctx: RuntimeContext) -> None:
+        from udfs.engine import FaceEngine
+
+        self.settings = Settings.model_validate_json(self.settings_json)
+        self.batch_cfg = self.settings.job.batch
+        self.engine = FaceEngine(self.settings)
+        self.engine.warmup()
+        self.gates = ctx.get_map_state(
+            MapStateDescriptor("gates", Types.STRING(), Types.PICKLED_BYTE_ARRAY())
+        )
+        self.buffer = ctx.get_list_state(ListStateDescriptor("batch", Types.PICKLED_BYTE_ARRAY()))
+        self.pending = ctx.get_state(ValueStateDescriptor("pending", Types.LONG()))
+        self.metrics = _Metrics(ctx, "analyze")
+
+    def close(self) -> None:
+        self.engine.embedder.close()
+
+    def process_element(self, record: FrameRecord, ctx):
+        from udfs.motion import MotionGate
+
+        raw = self.gates.get(record.camera_id)
+        motion = self.settings.job.motion
+        gate = MotionGate.from_bytes(raw, motion) if raw is not None else MotionGate(motion)
+        decision = gate_frame(gate, record)
+        self.gates.put(record.camera_id, gate.to_bytes())
+        if isinstance(decision, DeadLetter):
+            self.metrics.inc("dead_letters", record.camera_id)
+            yield DEAD_LETTERS, decision.to_json()
+            return
+        if not decision.passed:
+            self.metrics.inc("frames_gated_out", record.camera_id)
+            yield FRAME_STATS, _stat_json(
+                FrameStat(record.camera_id, record.region, record.frame_id, False, decision.reason)
+            )
+            return
+        self.metrics.inc("frames_passed", record.camera_id)
+        self.buffer.add((record, {"ingest": record.ingest_ts, "gate": now_ms()}))
+        n = (self.pending.value() or 0) + 1
+        if n >= self.batch_cfg.max_frames:
+            yield from self._flush()
+            return
+        self.pending.update(n)
+        if n == 1:
+            timers = ctx.timer_service()
+            timers.register_processing_time_timer(
+                timers.current_processing_time() + self.batch_cfg.max_wait_ms
+            )
+            timers.register_event_time_timer(END_OF_INPUT)
+
+    def on_timer(self, timestamp: int, ctx):
+        yield from self._flush()
+
+    def _flush(self):
+        batch = list(self.buffer.get() or [])
+        self.buffer.clear()
+        self.pending.clear()
+        if not batch:
+            return
+        started = time.perf_counter()
+        candidates, dead, stats = analyze_batch(self.engine, batch)
+        self.metrics.observe("batch_frames", len(batch))
+        self.metrics.observe("batch_ms", round((time.perf_counter() - started) * 1000))
+        for c in candidates:
+            self.metrics.inc("faces_embedded", c.camera_id)
+            yield c
+        for d in dead:
+            self.metrics.inc("dead_letters", d.camera_id or "")
+            yield DEAD_LETTERS, d.to_json()
+        for s in stats:
+            yield FRAME_STATS, _stat_json(s)
+
+
+class MatchFaces(KeyedBroadcastProcessFunction):
+    """Keyed candidates x broadcast index messages. The matcher (current snapshot, deltas,
+    tombstones) lives in broadcast state, so a restarted job resumes with its snapshot.
+    Until the first index message arrives (or ``index_wait_ms`` passes) candidates wait in
+    keyed state rather than being matched against an empty gallery."""
+
+    def __init__(self, settings_json: str, index_wait_ms: int = 3000) -> None:
+        self.settings_json = settings_json
+        self.index_wait_ms = index_wait_ms
+
+    def open(self, ctx: RuntimeContext) -> None:
+        self.settings = Settings.model_validate_json(self.settings_json)
+        self.matcher = None
+        self.ready = False
+        self.opened_ms = now_ms()
+        self.waiting = ctx.get_list_state(ListStateDescriptor("waiting", Types.PICKLED_BYTE_ARRAY()))
+        self.metrics = _Metrics(ctx, "match")
+
+    def _new_matcher(self, state: str | None):
+        from udfs.embed import EMBEDDING_DIM
+        from udfs.match import Matcher
+        from udfs.models import FACENET_MODEL_ID
+
+        m = self.settings.match
+        kwargs = dict(
+            model_id=FACENET_MODEL_ID, dim=EMBEDDING_DIM, threshold=m.threshold,
+            top_k=m.top_k, search_k=m.search_k,
+        )
+        if state:
+            return Matcher.from_state(json.loads(state), **kwargs)
+        return Matcher(**kwargs)
+
+    def _ensure(self, ctx) -> None:
+        if self.matcher is None:
+            state = ctx.get_broadcast_state(INDEX_STATE).get("matcher")
+            self.matcher = self._new_matcher(state)
+            self.ready = state is not None
+
+    def process_broadcast_element(self, value: str, ctx):
+        self._ensure(ctx)
+        try:
+            message = json.loads(value)
+            description = self.matcher.apply(message)
+        except (FaceRecError, ValueError, KeyError, OSError) as exc:
+            self.metrics.inc("index_errors")
+            log.error("index message refused, keeping the current snapshot: %s", exc)
+            return
+        self.ready = True
+        log.info("index: %s", description)
+        self.metrics.inc(f"index_{message.get('kind', 'unknown')}")
+        ctx.get_broadcast_state(INDEX_STATE).put("matcher", json.dumps(self.matcher.state()))
+
+    def process_element(self, candidate: FaceCandidate, ctx):
+        self._ensure(ctx)
+        if not self.ready and now_ms() - self.opened_ms < self.index_wait_ms:
+            self.waiting.add(candidate)
+            timers = ctx.timer_service()
+            timers.register_processing_time_timer(timers.current_processing_time() + 100)
+            timers.register_event_time_timer(END_OF_INPUT)
+            return
+        yield from self._emit([*list(self.waiting.get() or []), candidate])
+        self.waiting.clear()
+
+    def on_timer(self, timestamp: int, ctx):
+        self._ensure(ctx)
+        waiting = list(self.waiting.get() or [])
+        if not waiting:
+            return
+        end_of_input = timestamp >= END_OF_INPUT
+        if self.ready or end_of_input or now_ms() - self.opened_ms >= self.index_wait_ms:
+            self.waiting.clear()
+            yield from self._emit(waiting)
+        else:
+            ctx.timer_service().register_processing_time_timer(now_ms() + 100)
+
+    def _emit(self, candidates: list[FaceCandidate]):
+        for event in to_events(candidates, self.matcher):
+            self.metrics.inc("matches" if event.matched else "unknowns", event.camera_id)
+            self.metrics.observe("latency_ms", event.stages["match"] - event.capture_ts, event.camera_id)
+            yield event.to_json()
+
+
+class StoreEvents(MapFunction):
+    """Idempotent upsert of each event into the event store (SQLite by default)."""
+
+    def __init__(self, settings_json: str) -> None:
+        self.settings_json = settings_json
+
+    def open(self, ctx: RuntimeContext) -> None:
+        from facerec.eventstore import open_event_store
+
+        self.store = open_event_store(Settings.model_validate_json(self.settings_json))
+
+    def close(self) -> None:
+        self.store.close()
+
+    def map(self, value: str) -> str:
+        self.store.write([RecognitionEvent.from_json(value)])
+        return value
+
+
+class AppendJsonLines(MapFunction):
+    """Append each record to ``<directory>/<prefix>-<subtask>.jsonl`` (dead letters in the
+    embedded default; with Kafka they also go to their topic)."""
+
+    def __init__(self, directory: str, prefix: str) -> None:
+        self.directory, self.prefix = directory, prefix
+
+    def open(self, ctx: RuntimeContext) -> None:
+        path = Path(self.directory)
+        path.mkdir(parents=True, exist_ok=True)
+        index = ctx.get_index_of_this_subtask()
+        self.file = open(path / f"{self.prefix}-{index}.jsonl", "a", encoding="utf-8")  # noqa: SIM115
+
+    def close(self) -> None:
+        self.file.close()
+
+    def map(self, value: str) -> str:
+        self.file.write(value + "\n")
+        self.file.flush()
+        return value
