@@ -230,3 +230,18 @@ def test_given_settings_when_open_event_store_then_sqlite_under_data_dir(tmp_pat
         store.write([event("cam-a", now_ms())])
         assert store.ping()
     assert (tmp_path / "events.sqlite").is_file()
+
+
+def test_given_no_server_when_cassandra_module_loads_then_cql_matches_the_queries() -> None:
+    from facerec.eventstore.cassandra import _INDEXES, CassandraEventStore
+
+    ddl = {ix.dim: ix.ddl("facerec") for ix in _INDEXES}
+    assert "PRIMARY KEY ((camera_id, bucket), capture_ts, event_id)" in ddl["camera"]
+    assert "PRIMARY KEY ((identity, bucket), capture_ts, event_id)" in ddl["person"]
+    assert "CLUSTERING ORDER BY (capture_ts DESC, event_id DESC)" in ddl["time"]
+    assert all("USING TTL ?" in ix.insert_cql("facerec") for ix in _INDEXES)
+    assert all(ix.select_cql("ks").count("?") == 7 - (ix.column is None) for ix in _INDEXES)
+    with pytest.raises(ValueError, match="keyspace"):  # refused before any connection
+        CassandraEventStore(["127.0.0.1"], keyspace="Bad-Name; DROP")
+    with pytest.raises(ValueError, match="consistency"):
+        CassandraEventStore(["127.0.0.1"], consistency="SOME")

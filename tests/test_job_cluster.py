@@ -1,0 +1,106 @@
+"""Submit the job to a real standalone Flink cluster started from the apache-flink wheel's
+distribution (start-cluster.sh with flink-conf/), see its events, stop the cluster."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import time
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from facerec.devbroker import free_port
+
+pytestmark = [pytest.mark.flink, pytest.mark.integration, pytest.mark.data]
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _flink_home() -> Path:
+    import pyflink
+
+    return Path(pyflink.__file__).resolve().parent
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory):
+    conf_dir = tmp_path_factory.mktemp("flink-conf")
+    for f in (ROOT / "flink-conf").iterdir():
+        shutil.copy(f, conf_dir / f.name)
+    config = yaml.safe_load((conf_dir / "config.yaml").read_text())
+    rest_port, rpc_port = free_port(), free_port()
+    config["rest"]["port"] = rest_port
+    config["jobmanager"]["rpc"]["port"] = rpc_port
+    work = tmp_path_factory.mktemp("flink-work")
+    config["execution"]["checkpointing"]["dir"] = (work / "checkpoints").as_uri()
+    config["execution"]["checkpointing"]["savepoint-dir"] = (work / "savepoints").as_uri()
+    prom = free_port()
+    config["metrics"]["reporter"]["prom"]["port"] = f"{prom}-{prom + 5}"
+    (conf_dir / "config.yaml").write_text(yaml.safe_dump(config))
+    (conf_dir / "masters").write_text(f"localhost:{rest_port}\n")
+    (work / "log").mkdir()
+    env = {**os.environ, "FLINK_CONF_DIR": str(conf_dir), "FLINK_LOG_DIR": str(work / "log")}
+    bin_dir = _flink_home() / "bin"
+    subprocess.run([str(bin_dir / "start-cluster.sh")], env=env, check=True, timeout=120)
+    url = f"http://localhost:{rest_port}"
+    try:
+        deadline = time.monotonic() + 90
+        while True:
+            try:
+                overview = json.load(urllib.request.urlopen(f"{url}/overview", timeout=2))
+                if overview.get("taskmanagers", 0) >= 1:
+                    break
+            except OSError:
+                pass
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"Flink cluster did not come up; logs in {work / 'log'}")
+            time.sleep(1)
+        yield {"rest": f"localhost:{rest_port}", "url": url, "env": env, "prom_port": prom, "log": work / "log"}
+    finally:
+        subprocess.run([str(bin_dir / "stop-cluster.sh")], env=env, timeout=120, check=False)
+
+
+def test_given_standalone_cluster_when_job_submitted_then_events_stored(
+    cluster, tmp_path, engine, celebrity5
+):
+    from facerec.config import Settings
+    from facerec.eventstore import open_event_store
+    from facerec.evaluation import list_identities
+    from facerec.synthetic import Segment, write_face_video
+    from index_builder.publish import IndexPublisher
+    from index_builder.snapshot import write_snapshot
+    from jobs.job_cli import submit_command
+
+    data = tmp_path / "data"
+    train, val = list_identities(celebrity5 / "train"), list_identities(celebrity5 / "val")
+    names = ["ben_afflek", "madonna"]
+    tids, pids, vecs = [], [], []
+    for name in names:
+        for p in train[name][3:7]:
+            face = engine.single_face(p.read_bytes())
+            tids.append(p.stem[:20])
+            pids.append(name)
+            vecs.append(face.embedding)
+    info = write_snapshot(data / "snapshots", tids, pids, np.stack(vecs), model_id=engine.model_id, max_change_seq=0)
+    IndexPublisher(data / "manifests").publish_snapshot(info)
+    video = tmp_path / "two.avi"
+    write_face_video(video, [Segment(n, val[n][0], 6, 4) for n in names], fps=10)
+    config = tmp_path / "facerec.yaml"
+    config.write_text(yaml.safe_dump({"data_dir": str(data), "job": {"parallelism": 2, "video": {"realtime": False, "region": "gate-1"}}}))
+
+    cmd = submit_command(f"video:{video}", cluster["rest"], config, None, detached=False)
+    result = subprocess.run(cmd, env=cluster["env"], capture_output=True, text=True, timeout=600, cwd=ROOT)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+
+    jobs = json.load(urllib.request.urlopen(f"{cluster['url']}/jobs/overview", timeout=5))["jobs"]
+    assert [j["state"] for j in jobs if j["name"] == "facerec-recognition"] == ["FINISHED"]
+    with open_event_store(Settings(data_dir=data)) as store:
+        events, _ = store.search(limit=500)
+    assert events, "the cluster job stored no event"
+    assert {e.identity for e in events} == set(names)
+    assert {e.region for e in events} == {"gate-1"}
