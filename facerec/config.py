@@ -46,7 +46,7 @@ DetectorConfig = Annotated[
 # --------------------------------------------------------------------------- face engine
 class AlignConfig(_Section):
     margin: float = Field(
-        0.2, ge=0.0, le=1.0, description="Margin added around the box, as a fraction of its side."
+        0.1, ge=0.0, le=1.0, description="Margin added around the box, as a fraction of its side."
     )
     rotate: bool = Field(
         True, description="Level the eyes using detector landmarks when the detector gives them."

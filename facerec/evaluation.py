@@ -191,7 +191,9 @@ def identification(
     }
 
 
-def evaluate_folder(engine: FaceEngine, root: Path, out_dir: Path, seed: int = 0) -> dict:
+def evaluate_folder(
+    engine: FaceEngine, root: Path, out_dir: Path, seed: int = 0, lfw_pairs: Path | None = None
+) -> dict:
     root = Path(root)
     out_dir.mkdir(parents=True, exist_ok=True)
     split = (root / "train").is_dir() and (root / "val").is_dir()
@@ -237,9 +239,7 @@ def evaluate_folder(engine: FaceEngine, root: Path, out_dir: Path, seed: int = 0
             vec[is_gallery], labels[is_gallery], vec[~is_gallery], labels[~is_gallery]
         ),
     }
-    pairs_file = root / "pairs.txt"
-    if not pairs_file.is_file() and (root / "lfw" / "pairs.txt").is_file():
-        pairs_file = root / "lfw" / "pairs.txt"
+    pairs_file = lfw_pairs or root / "pairs.txt"
     if pairs_file.is_file():
         report["lfw"], lfw_curve = lfw_protocol(engine, pairs_file)
         curves[f"LFW View-2 (acc {report['lfw']['accuracy_10fold']:.4f})"] = lfw_curve

@@ -86,30 +86,28 @@ def evaluate(
     config: ConfigOpt = None,
 ) -> None:
     """Verification, identification and open-set accuracy on a labelled folder."""
-    from facerec.evaluation import evaluate_folder, format_table, lfw_protocol, save_roc
+    from facerec.evaluation import evaluate_folder, format_table
     from udfs.engine import FaceEngine
 
     settings = _settings(config, detector={"type": detector} if detector else None)
-    if not dataset.is_dir():
-        typer.secho(f"{dataset} is not a directory", fg=typer.colors.RED, err=True)
-        raise typer.Exit(2)
-    engine = FaceEngine(settings)
-    report = evaluate_folder(engine, dataset, out)
-    if lfw is not None:
-        pairs = lfw / "pairs.txt"
-        if not pairs.is_file():
-            typer.secho(f"{pairs} not found", fg=typer.colors.RED, err=True)
+    for path in (dataset, lfw):
+        if path is not None and not path.is_dir():
+            typer.secho(f"{path} is not a directory", fg=typer.colors.RED, err=True)
             raise typer.Exit(2)
-        report["lfw"], curve = lfw_protocol(engine, pairs)
-        (out / "eval.json").write_text(json.dumps(report, indent=2))
-        del curve, save_roc
+    pairs = lfw / "pairs.txt" if lfw else None
+    if pairs is not None and not pairs.is_file():
+        typer.secho(f"{pairs} not found", fg=typer.colors.RED, err=True)
+        raise typer.Exit(2)
+    report = evaluate_folder(FaceEngine(settings), dataset, out, lfw_pairs=pairs)
     typer.echo(format_table(report))
     typer.echo(f"\nwritten: {out / 'eval.json'}, {out / 'roc.png'}")
 
 
 def _register_subcommands() -> None:
+    from jobs.demo import demo
     from jobs.job_cli import app as job_app
 
+    app.command("demo")(demo)
     app.add_typer(job_app, name="job")
     from api.cli import serve as api_serve
     from index_builder.cli import app as index_app

@@ -42,10 +42,13 @@ def run(
     quiet: Annotated[bool, typer.Option(help="Only print the summary.")] = False,
 ) -> None:
     """Run the job on a local Flink MiniCluster, printing events as they come and a summary."""
+    run_job(_settings(config, parallelism, realtime), source, quiet)
+
+
+def run_job(settings, source: str, quiet: bool = False) -> None:
     from jobs.recognition import build_job, tagged_outputs
     from jobs.sources import SourceError
 
-    settings = _settings(config, parallelism, realtime)
     try:
         _, streams = build_job(settings, source)
     except (SourceError, ValueError, RuntimeError) as exc:

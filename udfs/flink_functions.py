@@ -36,6 +36,8 @@ log = logging.getLogger(__name__)
 DEAD_LETTERS = OutputTag("dead-letters", Types.STRING())
 FRAME_STATS = OutputTag("frame-stats", Types.STRING())
 INDEX_STATE = MapStateDescriptor("index", Types.STRING(), Types.STRING())
+LATENCY_BUCKETS_MS = (10, 25, 50, 100, 150, 200, 300, 500, 1000, 2000, 5000, 10000)
+STAGES = (("gate", "ingest"), ("detect", "gate"), ("embed", "detect"), ("match", "embed"))
 END_OF_INPUT = 2**62
 """An event-time timer this far out fires only on the final watermark a bounded source
 emits when it ends: buffered frames are flushed then, not dropped (processing-time timers
@@ -61,6 +63,22 @@ class _Metrics:
             group = self.group.add_group("camera", camera) if camera else self.group
             self._counters[key] = group.counter(name)
         self._counters[key].inc(n)  # type: ignore[attr-defined]
+
+    def histogram(self, name: str, value_ms: float, camera: str = "") -> None:
+        """Prometheus-style cumulative buckets as counters with an ``le`` label, so
+        ``histogram_quantile(0.95, sum by (le) (rate(<name>[5m])))`` works on the Flink
+        reporter's output (Python user metrics have no histogram type)."""
+        for bound in LATENCY_BUCKETS_MS:
+            if value_ms <= bound:
+                self.inc_labelled(name, camera, bound)
+        self.inc_labelled(name, camera, "+Inf")
+
+    def inc_labelled(self, name: str, camera: str, le: object) -> None:
+        key = (f"{name}@{le}", camera)
+        if key not in self._counters:
+            group = self.group.add_group("camera", camera) if camera else self.group
+            self._counters[key] = group.add_group("le", str(le)).counter(name)
+        self._counters[key].inc(1)  # type: ignore[attr-defined]
 
     def observe(self, name: str, value: int, camera: str = "") -> None:
         key = (name, camera)
@@ -183,6 +201,17 @@ class MatchFaces(KeyedBroadcastProcessFunction):
         self.opened_ms = now_ms()
         self.waiting = ctx.get_list_state(ListStateDescriptor("waiting", Types.PICKLED_BYTE_ARRAY()))
         self.metrics = _Metrics(ctx, "match")
+        self.metrics.group.gauge("snapshot_age_seconds", self._snapshot_age)
+
+    def _snapshot_age(self) -> int:
+        """Seconds since the current snapshot was built (-1 before the first one)."""
+        from datetime import datetime
+
+        manifest = self.matcher.manifest if self.matcher is not None else None
+        if not manifest or "created_at" not in manifest:
+            return -1
+        created = datetime.fromisoformat(manifest["created_at"])
+        return int(time.time() - created.timestamp())
 
     def _new_matcher(self, state: str | None):
         from udfs.embed import EMBEDDING_DIM
@@ -244,7 +273,11 @@ class MatchFaces(KeyedBroadcastProcessFunction):
     def _emit(self, candidates: list[FaceCandidate]):
         for event in to_events(candidates, self.matcher):
             self.metrics.inc("matches" if event.matched else "unknowns", event.camera_id)
-            self.metrics.observe("latency_ms", event.stages["match"] - event.capture_ts, event.camera_id)
+            stages = event.stages
+            self.metrics.histogram("latency_ms_bucket", stages["match"] - event.capture_ts, event.camera_id)
+            for stage, previous in STAGES:
+                if stages.get(previous) and stages.get(stage):
+                    self.metrics.histogram(f"{stage}_ms_bucket", stages[stage] - stages[previous])
             yield event.to_json()
 
 

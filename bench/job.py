@@ -1,0 +1,159 @@
+"""The recognition job on a local MiniCluster: frame-to-event latency and sustained frame
+rate with N cameras at a fixed rate, faces/s through the job, and the motion gate's share.
+
+Cameras play videos built from real face photos (celebrity5 val) with moving and static
+stretches; the gallery is celebrity5 train.
+
+    python bench/job.py --cameras 4 --fps 5 --seconds 45 --out reports/bench_job.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import numpy as np  # noqa: E402
+
+from facerec.config import Settings  # noqa: E402
+from facerec.evaluation import list_identities  # noqa: E402
+from facerec.synthetic import Segment, write_face_video  # noqa: E402
+
+
+def percentiles(values: list[float]) -> dict[str, float]:
+    if not values:
+        return {}
+    a = np.array(values, dtype=float)
+    return {f"p{q}": round(float(np.percentile(a, q)), 1) for q in (50, 95, 99)} | {
+        "max": round(float(a.max()), 1), "n": len(values)
+    }
+
+
+def build_world(faces: Path, root: Path, cameras: int, fps: float) -> tuple[Path, list[Path]]:
+    from index_builder.publish import IndexPublisher
+    from index_builder.snapshot import write_snapshot
+    from udfs.engine import FaceEngine
+
+    engine = FaceEngine(Settings())
+    train, val = list_identities(faces / "train"), list_identities(faces / "val")
+    tids, pids, vecs = [], [], []
+    for name, paths in train.items():
+        for p in paths[:8]:
+            try:
+                face = engine.single_face(p.read_bytes())
+            except Exception:  # noqa: S112 - skip unusable enrollment photos
+                continue
+            tids.append(f"{name}-{p.stem[:16]}")
+            pids.append(name)
+            vecs.append(face.embedding)
+    data = root / "data"
+    info = write_snapshot(data / "snapshots", tids, pids, np.stack(vecs), model_id=engine.model_id, max_change_seq=0)
+    IndexPublisher(data / "manifests").publish_snapshot(info)
+    names = sorted(val)
+    videos = []
+    for cam in range(cameras):
+        order = names[cam % len(names):] + names[: cam % len(names)]
+        # per identity: 1 s walking in, 2 s standing still
+        segs = [Segment(n, val[n][cam % len(val[n])], int(fps), int(2 * fps)) for n in order]
+        path = root / f"cam{cam + 1}.avi"
+        write_face_video(path, segs, fps=fps)
+        videos.append(path)
+    return data, videos
+
+
+def run_job(settings: Settings, videos: list[Path]) -> dict:
+    from jobs.recognition import build_job, tagged_outputs
+
+    _, streams = build_job(settings, "video:" + ",".join(map(str, videos)))
+    events, stats, dead = [], [], 0
+    started = time.time()
+    first_frame_ts = None
+    with tagged_outputs(streams).execute_and_collect("bench") as results:
+        for item in results:
+            body = json.loads(item[1:])
+            if item[0] == "E":
+                events.append(body)
+                first_frame_ts = min(first_frame_ts or body["capture_ts"], body["capture_ts"])
+            elif item[0] == "S":
+                stats.append(body)
+            else:
+                dead += 1
+    wall = time.time() - started
+    return {"events": events, "stats": stats, "dead": dead, "wall_s": wall}
+
+
+def summarize(run: dict, warmup_s: float) -> dict:
+    events, stats = run["events"], run["stats"]
+    t0 = min((e["capture_ts"] for e in events), default=0)
+    steady = [e for e in events if e["capture_ts"] - t0 >= warmup_s * 1000]
+    lat = lambda es: [e["stages"]["match"] - e["capture_ts"] for e in es]  # noqa: E731
+    per_stage = {}
+    for stage, prev in (("gate", "capture_ts"), ("detect", "gate"), ("embed", "detect"), ("match", "embed")):
+        per_stage[stage] = percentiles(
+            [e["stages"][stage] - (e["capture_ts"] if prev == "capture_ts" else e["stages"][prev]) for e in steady]
+        )
+    frames = len(stats)
+    gated = sum(1 for s in stats if not s["passed"])
+    span_s = (max(e["stages"]["match"] for e in events) - t0) / 1000 if events else 0
+    return {
+        "frames": frames,
+        "frames_gated_out": gated,
+        "gate_fraction_removed": round(gated / frames, 3) if frames else None,
+        "events": len(events),
+        "dead_letters": run["dead"],
+        "latency_ms_all": percentiles(lat(events)),
+        f"latency_ms_after_{warmup_s:.0f}s": percentiles(lat(steady)),
+        "stage_ms_steady": per_stage,
+        "frames_per_s": round(frames / span_s, 2) if span_s else None,
+        "faces_per_s": round(len(events) / span_s, 2) if span_s else None,
+        "wall_s": round(run["wall_s"], 1),
+        "identities": sorted({e["identity"] for e in events}),
+    }
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--faces", type=Path, default=Path(os.environ.get("FACEREC_FACES_DIR", "../shared/faces")) / "celebrity5")
+    ap.add_argument("--cameras", type=int, default=4)
+    ap.add_argument("--fps", type=float, default=5.0)
+    ap.add_argument("--loops", type=int, default=3)
+    ap.add_argument("--parallelism", type=int, default=2)
+    ap.add_argument("--detector", default="ssd")
+    ap.add_argument("--warmup", type=float, default=10.0, help="Seconds excluded from steady-state latency.")
+    ap.add_argument("--skip-throughput", action="store_true")
+    ap.add_argument("--out", type=Path, default=Path("reports/bench_job.json"))
+    args = ap.parse_args()
+
+    root = Path(tempfile.mkdtemp(prefix="facerec-bench-"))
+    data, videos = build_world(args.faces, root, args.cameras, args.fps)
+    base = {"data_dir": str(data), "detector": {"type": args.detector}}
+    result: dict = {"cameras": args.cameras, "fps_per_camera": args.fps, "parallelism": args.parallelism, "detector": args.detector, "cpus": os.cpu_count()}
+
+    live = Settings(**base, job={"parallelism": args.parallelism, "video": {"realtime": True, "loop": args.loops, "region": "bench"}})
+    result["realtime"] = summarize(run_job(live, videos), args.warmup)
+    print(json.dumps(result["realtime"], indent=1), flush=True)
+
+    if not args.skip_throughput:
+        fast = Settings(**base, job={"parallelism": args.parallelism, "motion": {"enabled": False}, "video": {"realtime": False, "region": "bench"}})
+        result["throughput_no_gate"] = summarize(run_job(fast, videos), 0)
+        raw = Path("reports/bench_face_engine.json")
+        if raw.is_file():
+            emb = json.loads(raw.read_text())["embedder"]["batch_8"]["faces_per_s"]
+            result["raw_embedder_faces_per_s_batch8"] = emb
+            job_fps = result["throughput_no_gate"]["faces_per_s"]
+            result["job_vs_raw_embedder"] = round(job_fps / emb, 2) if job_fps else None
+        print(json.dumps(result["throughput_no_gate"], indent=1), flush=True)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=2))
+    print(f"written {args.out}")
+
+
+if __name__ == "__main__":
+    main()
