@@ -56,14 +56,23 @@ def timed(fn, repeats: int) -> list[float]:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--video", type=Path, default=Path(os.environ.get("FACEREC_VIDEOS_DIR", "../shared/videos")) / "facenet_pytorch_video.mp4")
+    ap.add_argument(
+        "--video",
+        type=Path,
+        default=Path(os.environ.get("FACEREC_VIDEOS_DIR", "../shared/videos"))
+        / "facenet_pytorch_video.mp4",
+    )
     ap.add_argument("--repeats", type=int, default=20)
     ap.add_argument("--out", type=Path, default=Path("reports/bench_face_engine.json"))
     args = ap.parse_args()
 
     source = frames_from(args.video, 8)
     result: dict = {
-        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform()},
+        "machine": {
+            "cpus": os.cpu_count(),
+            "python": platform.python_version(),
+            "platform": platform.platform(),
+        },
         "source": str(args.video) if args.video.is_file() else "random noise",
         "detectors": {},
         "embedder": {},
@@ -73,7 +82,7 @@ def main() -> None:
         per_res = {}
         for w, h in RESOLUTIONS:
             frames = [cv2.resize(f, (w, h)) for f in source]
-            ms = timed(lambda frames=frames: det.detect(frames), max(2, args.repeats // 4))
+            ms = timed(lambda det=det, frames=frames: det.detect(frames), max(2, args.repeats // 4))
             per_frame = [m / len(frames) for m in ms]
             per_res[f"{w}x{h}"] = {
                 "ms_per_frame_median": round(statistics.median(per_frame), 2),
@@ -87,7 +96,9 @@ def main() -> None:
     rng = np.random.default_rng(1)
     for batch in (1, 8, 32):
         crops = rng.standard_normal((batch, 160, 160, 3)).astype(np.float32)
-        ms = timed(lambda crops=crops: embedder.embed(crops), max(3, args.repeats // (1 + batch // 8)))
+        ms = timed(
+            lambda crops=crops: embedder.embed(crops), max(3, args.repeats // (1 + batch // 8))
+        )
         med = statistics.median(ms)
         result["embedder"][f"batch_{batch}"] = {
             "ms_per_batch_median": round(med, 1),

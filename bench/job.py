@@ -32,7 +32,8 @@ def percentiles(values: list[float]) -> dict[str, float]:
         return {}
     a = np.array(values, dtype=float)
     return {f"p{q}": round(float(np.percentile(a, q)), 1) for q in (50, 95, 99)} | {
-        "max": round(float(a.max()), 1), "n": len(values)
+        "max": round(float(a.max()), 1),
+        "n": len(values),
     }
 
 
@@ -54,12 +55,14 @@ def build_world(faces: Path, root: Path, cameras: int, fps: float) -> tuple[Path
             pids.append(name)
             vecs.append(face.embedding)
     data = root / "data"
-    info = write_snapshot(data / "snapshots", tids, pids, np.stack(vecs), model_id=engine.model_id, max_change_seq=0)
+    info = write_snapshot(
+        data / "snapshots", tids, pids, np.stack(vecs), model_id=engine.model_id, max_change_seq=0
+    )
     IndexPublisher(data / "manifests").publish_snapshot(info)
     names = sorted(val)
     videos = []
     for cam in range(cameras):
-        order = names[cam % len(names):] + names[: cam % len(names)]
+        order = names[cam % len(names) :] + names[: cam % len(names)]
         # per identity: 1 s walking in, 2 s standing still
         segs = [Segment(n, val[n][cam % len(val[n])], int(fps), int(2 * fps)) for n in order]
         path = root / f"cam{cam + 1}.avi"
@@ -95,9 +98,18 @@ def summarize(run: dict, warmup_s: float) -> dict:
     steady = [e for e in events if e["capture_ts"] - t0 >= warmup_s * 1000]
     lat = lambda es: [e["stages"]["match"] - e["capture_ts"] for e in es]  # noqa: E731
     per_stage = {}
-    for stage, prev in (("gate", "capture_ts"), ("detect", "gate"), ("embed", "detect"), ("match", "embed")):
+    for stage, prev in (
+        ("gate", "capture_ts"),
+        ("detect", "gate"),
+        ("embed", "detect"),
+        ("match", "embed"),
+    ):
         per_stage[stage] = percentiles(
-            [e["stages"][stage] - (e["capture_ts"] if prev == "capture_ts" else e["stages"][prev]) for e in steady]
+            [
+                e["stages"][stage]
+                - (e["capture_ts"] if prev == "capture_ts" else e["stages"][prev])
+                for e in steady
+            ]
         )
     frames = len(stats)
     gated = sum(1 for s in stats if not s["passed"])
@@ -120,13 +132,19 @@ def summarize(run: dict, warmup_s: float) -> dict:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--faces", type=Path, default=Path(os.environ.get("FACEREC_FACES_DIR", "../shared/faces")) / "celebrity5")
+    ap.add_argument(
+        "--faces",
+        type=Path,
+        default=Path(os.environ.get("FACEREC_FACES_DIR", "../shared/faces")) / "celebrity5",
+    )
     ap.add_argument("--cameras", type=int, default=4)
     ap.add_argument("--fps", type=float, default=5.0)
     ap.add_argument("--loops", type=int, default=3)
     ap.add_argument("--parallelism", type=int, default=2)
     ap.add_argument("--detector", default="ssd")
-    ap.add_argument("--warmup", type=float, default=10.0, help="Seconds excluded from steady-state latency.")
+    ap.add_argument(
+        "--warmup", type=float, default=10.0, help="Seconds excluded from steady-state latency."
+    )
     ap.add_argument("--skip-throughput", action="store_true")
     ap.add_argument("--out", type=Path, default=Path("reports/bench_job.json"))
     args = ap.parse_args()
@@ -134,14 +152,33 @@ def main() -> None:
     root = Path(tempfile.mkdtemp(prefix="facerec-bench-"))
     data, videos = build_world(args.faces, root, args.cameras, args.fps)
     base = {"data_dir": str(data), "detector": {"type": args.detector}}
-    result: dict = {"cameras": args.cameras, "fps_per_camera": args.fps, "parallelism": args.parallelism, "detector": args.detector, "cpus": os.cpu_count()}
+    result: dict = {
+        "cameras": args.cameras,
+        "fps_per_camera": args.fps,
+        "parallelism": args.parallelism,
+        "detector": args.detector,
+        "cpus": os.cpu_count(),
+    }
 
-    live = Settings(**base, job={"parallelism": args.parallelism, "video": {"realtime": True, "loop": args.loops, "region": "bench"}})
+    live = Settings(
+        **base,
+        job={
+            "parallelism": args.parallelism,
+            "video": {"realtime": True, "loop": args.loops, "region": "bench"},
+        },
+    )
     result["realtime"] = summarize(run_job(live, videos), args.warmup)
     print(json.dumps(result["realtime"], indent=1), flush=True)
 
     if not args.skip_throughput:
-        fast = Settings(**base, job={"parallelism": args.parallelism, "motion": {"enabled": False}, "video": {"realtime": False, "region": "bench"}})
+        fast = Settings(
+            **base,
+            job={
+                "parallelism": args.parallelism,
+                "motion": {"enabled": False},
+                "video": {"realtime": False, "region": "bench"},
+            },
+        )
         result["throughput_no_gate"] = summarize(run_job(fast, videos), 0)
         raw = Path("reports/bench_face_engine.json")
         if raw.is_file():

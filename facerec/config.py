@@ -38,9 +38,7 @@ class BlazeFaceDetectorConfig(_Section):
     num_threads: int = Field(1, ge=1, le=16, description="TFLite interpreter threads.")
 
 
-DetectorConfig = Annotated[
-    SsdDetectorConfig | BlazeFaceDetectorConfig, Field(discriminator="type")
-]
+DetectorConfig = Annotated[SsdDetectorConfig | BlazeFaceDetectorConfig, Field(discriminator="type")]
 
 
 # --------------------------------------------------------------------------- face engine
@@ -75,7 +73,7 @@ class QualityConfig(_Section):
     min_face_px: int = Field(40, ge=8, le=1024, description="Minimum face box side (px).")
     min_score: float = Field(0.7, ge=0.0, le=1.0, description="Minimum detection score.")
     min_sharpness: float = Field(
-        15.0, ge=0.0, description="Minimum variance of the Laplacian on the aligned crop."
+        30.0, ge=0.0, description="Minimum variance of the Laplacian over the face box at 96x96."
     )
 
 
@@ -107,11 +105,16 @@ class MotionConfig(_Section):
         0.5, gt=0.0, le=1.0, description="Running-average weight of each new frame."
     )
     max_pass_fps: float = Field(
-        0.0, ge=0.0, le=120, description="Even with motion, pass at most this many frames per "
+        0.0,
+        ge=0.0,
+        le=120,
+        description="Even with motion, pass at most this many frames per "
         "second per camera (0 = no cap): detection rarely needs a camera's full rate.",
     )
     keepalive_s: float = Field(
-        5.0, ge=0.0, description="Pass one frame this often without motion (0 = never), so a "
+        5.0,
+        ge=0.0,
+        description="Pass one frame this often without motion (0 = never), so a "
         "person standing still is re-checked.",
     )
 
@@ -189,7 +192,9 @@ class IndexConfig(_Section):
     manifests_dir: Path | None = Field(
         None, description="Local copy of published index messages; default <data_dir>/manifests."
     )
-    n_trees: int = Field(50, ge=1, le=1000, description="Annoy trees: more = better recall, bigger.")
+    n_trees: int = Field(
+        50, ge=1, le=1000, description="Annoy trees: more = better recall, bigger."
+    )
     keep: int = Field(5, ge=1, le=1000, description="Snapshots kept by gc.")
     seed: int = Field(42, description="Annoy seed: same templates -> same index bytes.")
     publish_kafka: bool = Field(False, description="Also publish index messages to Kafka.")
@@ -200,7 +205,8 @@ class CameraConfig(_Section):
         ..., pattern=r"^[A-Za-z0-9._-]{1,64}$", description="Unique camera name (no ':')."
     )
     url: str = Field(
-        ..., min_length=1,
+        ...,
+        min_length=1,
         description="rtsp://, http(s):// stream, a video file path, or a device index ('0').",
     )
     region: str = Field(..., min_length=1, description="Kafka key: the job's partitioning unit.")
@@ -224,7 +230,9 @@ class IngestConfig(_Section):
         64, ge=1, le=10_000, description="Frames handed to the producer and not yet acked."
     )
     send_timeout_s: float = Field(
-        10.0, gt=0.0, le=600.0,
+        10.0,
+        gt=0.0,
+        le=600.0,
         description="An unacked frame older than this means the broker is down: spool.",
     )
     kafka_retries: int = Field(5, ge=0, le=1000, description="Producer retries per batch.")
@@ -253,8 +261,9 @@ class ApiKeyConfig(_Section):
     name: str = Field(..., min_length=1, description="Who holds the key (shown in logs).")
     key: SecretStr = Field(..., description="Secret sent in the X-API-Key header.")
     role: ApiRole = Field(
-        ..., description="admin: everything; enroll: people and faces; query: recognize, "
-        "verify, events."
+        ...,
+        description="admin: everything; enroll: people and faces; query: recognize, "
+        "verify, events.",
     )
 
 

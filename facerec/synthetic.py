@@ -24,7 +24,10 @@ def _place(canvas: np.ndarray, face: np.ndarray, x: int, y: int) -> None:
 
 
 def write_face_video(
-    path: Path, segments: list[Segment], fps: float = 10.0, size: tuple[int, int] = (640, 480),
+    path: Path,
+    segments: list[Segment],
+    fps: float = 10.0,
+    size: tuple[int, int] = (640, 480),
     face_height: int = 240,
 ) -> list[tuple[str, bool]]:
     """Write an MJPG .avi; returns per frame (identity on screen, moving?). Each segment
@@ -34,7 +37,15 @@ def write_face_video(
     if not writer.isOpened():
         raise RuntimeError(f"cannot write {path} with the MJPG codec")
     background = np.full((height, width, 3), 60, np.uint8)
-    cv2.putText(background, "facerec test scene", (10, height - 12), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (200, 200, 200), 1)
+    cv2.putText(
+        background,
+        "facerec test scene",
+        (10, height - 12),
+        cv2.FONT_HERSHEY_SIMPLEX,
+        0.5,
+        (200, 200, 200),
+        1,
+    )
     truth: list[tuple[str, bool]] = []
     for seg in segments:
         photo = cv2.imread(str(seg.image))

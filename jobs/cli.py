@@ -15,7 +15,8 @@ from facerec.config import Settings, load_settings
 
 app = typer.Typer(help="facerec: real-time face recognition on Apache Flink.", no_args_is_help=True)
 ConfigOpt = Annotated[
-    Path | None, typer.Option("--config", "-c", help="YAML configuration file (else $FACEREC_CONFIG).")
+    Path | None,
+    typer.Option("--config", "-c", help="YAML configuration file (else $FACEREC_CONFIG)."),
 ]
 
 
@@ -57,7 +58,11 @@ def analyze(
         try:
             faces = engine.analyze_bytes(path.read_bytes())
         except (FaceRecError, OSError) as exc:
-            typer.echo(json.dumps({"image": str(path), "error": getattr(exc, "reason", "io"), "message": str(exc)}))
+            typer.echo(
+                json.dumps(
+                    {"image": str(path), "error": getattr(exc, "reason", "io"), "message": str(exc)}
+                )
+            )
             continue
         typer.echo(
             json.dumps(
@@ -79,10 +84,18 @@ def analyze(
 
 @app.command("eval")
 def evaluate(
-    dataset: Annotated[Path, typer.Argument(help="identity/*.jpg folder, or one with train/ and val/")],
-    out: Annotated[Path, typer.Option(help="Where eval.json and roc.png go.")] = Path("reports/eval"),
-    detector: Annotated[str | None, typer.Option(help="Override the configured detector type.")] = None,
-    lfw: Annotated[Path | None, typer.Option(help="LFW folder with pairs.txt for the View-2 protocol.")] = None,
+    dataset: Annotated[
+        Path, typer.Argument(help="identity/*.jpg folder, or one with train/ and val/")
+    ],
+    out: Annotated[Path, typer.Option(help="Where eval.json and roc.png go.")] = Path(
+        "reports/eval"
+    ),
+    detector: Annotated[
+        str | None, typer.Option(help="Override the configured detector type.")
+    ] = None,
+    lfw: Annotated[
+        Path | None, typer.Option(help="LFW folder with pairs.txt for the View-2 protocol.")
+    ] = None,
     config: ConfigOpt = None,
 ) -> None:
     """Verification, identification and open-set accuracy on a labelled folder."""
@@ -119,6 +132,9 @@ def _register_subcommands() -> None:
     from jobs.ingest_cli import ingest
 
     app.command("ingest")(ingest)
+    from jobs.replay_cli import app as replay_app
+
+    app.add_typer(replay_app, name="replay")
 
 
 _register_subcommands()

@@ -50,7 +50,14 @@ def enroll_folder(settings: Settings, folder: Path, per_person: int = 8) -> tupl
                 except FaceRecError as exc:
                     log.info("not enrolling %s: %s", photo.name, exc)
                     continue
-                items.append((face.embedding, face.model_id, face.quality.as_dict(), hashlib.sha256(data).hexdigest()))
+                items.append(
+                    (
+                        face.embedding,
+                        face.model_id,
+                        face.quality.as_dict(),
+                        hashlib.sha256(data).hexdigest(),
+                    )
+                )
             store.add_templates(name, items)
             templates += len(items)
     finally:
@@ -61,7 +68,9 @@ def enroll_folder(settings: Settings, folder: Path, per_person: int = 8) -> tupl
 
 def demo(
     config: Annotated[Path | None, typer.Option("--config", "-c")] = None,
-    faces: Annotated[Path | None, typer.Option(help="Shared faces folder (celebrity5 inside).")] = None,
+    faces: Annotated[
+        Path | None, typer.Option(help="Shared faces folder (celebrity5 inside).")
+    ] = None,
     videos: Annotated[Path | None, typer.Option(help="Shared videos folder.")] = None,
 ) -> None:
     """Enroll sample people, publish a snapshot, and run the job on two cameras."""
@@ -79,7 +88,8 @@ def demo(
     if not celebrity5.is_dir():
         typer.secho(
             f"sample faces not found at {celebrity5}: pass --faces or set FACEREC_FACES_DIR",
-            fg=typer.colors.RED, err=True,
+            fg=typer.colors.RED,
+            err=True,
         )
         raise typer.Exit(2)
     settings = load_settings(config)
@@ -91,7 +101,14 @@ def demo(
     typer.echo(f"enrolled {people} new people, {templates} templates")
     store = EnrollmentStore.from_settings(settings)
     try:
-        info = build_snapshot(store, snapshots_dir(settings), FACENET_MODEL_ID, n_trees=settings.index.n_trees, seed=settings.index.seed, keep=settings.index.keep)
+        info = build_snapshot(
+            store,
+            snapshots_dir(settings),
+            FACENET_MODEL_ID,
+            n_trees=settings.index.n_trees,
+            seed=settings.index.seed,
+            keep=settings.index.keep,
+        )
     finally:
         store.close()
     IndexPublisher.from_settings(settings).publish_snapshot(info)

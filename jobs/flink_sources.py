@@ -35,7 +35,9 @@ class ReadCameras(KeyedProcessFunction):
     def open(self, ctx: RuntimeContext) -> None:
         self.settings = Settings.model_validate_json(self.settings_json)
         self.readers: dict[int, CameraReader] = {}
-        self.read_counter = ctx.get_metrics_group().add_group("facerec").counter("video_frames_read")
+        self.read_counter = (
+            ctx.get_metrics_group().add_group("facerec").counter("video_frames_read")
+        )
 
     def close(self) -> None:
         for reader in self.readers.values():
@@ -64,7 +66,9 @@ def video_frames(
 ) -> DataStream:
     n = len(cameras)
     ticks = env.from_source(
-        NumberSequenceSource(0, tick_count(cameras) - 1), WatermarkStrategy.no_watermarks(), "camera-ticks"
+        NumberSequenceSource(0, tick_count(cameras) - 1),
+        WatermarkStrategy.no_watermarks(),
+        "camera-ticks",
     ).set_parallelism(1)
     return (
         ticks.map(lambda i: (i % n, i // n), output_type=Types.TUPLE([Types.INT(), Types.LONG()]))
@@ -108,6 +112,7 @@ class WatchIndexDir(FlatMapFunction):
                 except (OSError, ValueError) as exc:
                     log.error("skipping unreadable index message %s: %s", path, exc)
                     continue
+                log.info("index message %s (tick %s)", path.name, tick)
                 yield text
         done = Path(self.done_dir)
         if self.cameras and all((done / f"{c}.done").exists() for c in self.cameras):
@@ -117,7 +122,10 @@ class WatchIndexDir(FlatMapFunction):
 
 
 def local_index(
-    env: StreamExecutionEnvironment, settings: Settings, manifests: Path, done_dir: Path,
+    env: StreamExecutionEnvironment,
+    settings: Settings,
+    manifests: Path,
+    done_dir: Path,
     cameras: list[CameraSpec],
 ) -> DataStream:
     bounded = not any(c.live for c in cameras)
@@ -127,11 +135,15 @@ def local_index(
     else:
         ticks = 2**62
     watcher = WatchIndexDir(
-        str(manifests), str(done_dir), [c.camera_id for c in cameras] if bounded else [],
+        str(manifests),
+        str(done_dir),
+        [c.camera_id for c in cameras] if bounded else [],
         settings.job.index_poll_ms,
     )
     return (
-        env.from_source(NumberSequenceSource(0, ticks - 1), WatermarkStrategy.no_watermarks(), "index-ticks")
+        env.from_source(
+            NumberSequenceSource(0, ticks - 1), WatermarkStrategy.no_watermarks(), "index-ticks"
+        )
         .set_parallelism(1)
         .flat_map(watcher, output_type=Types.STRING())
         .set_parallelism(1)
@@ -231,7 +243,9 @@ def discard(stream: DataStream) -> None:
     from pyflink.java_gateway import get_gateway
 
     jvm = get_gateway().jvm
-    stream.sink_to(Sink(jvm.org.apache.flink.streaming.api.functions.sink.v2.DiscardingSink())).name("discard")
+    stream.sink_to(
+        Sink(jvm.org.apache.flink.streaming.api.functions.sink.v2.DiscardingSink())
+    ).name("discard")
 
 
 def kafka_sink(settings: Settings, topic: str):

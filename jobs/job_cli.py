@@ -35,10 +35,14 @@ def _settings(config: Path | None, parallelism: int | None, realtime: bool | Non
 
 @app.command()
 def run(
-    source: Annotated[str, typer.Option(help="video:PATH[,PATH...] (files, folders, RTSP) or kafka")],
+    source: Annotated[
+        str, typer.Option(help="video:PATH[,PATH...] (files, folders, RTSP) or kafka")
+    ],
     config: Annotated[Path | None, typer.Option("--config", "-c")] = None,
     parallelism: Annotated[int | None, typer.Option(help="Override job.parallelism.")] = None,
-    realtime: Annotated[bool | None, typer.Option(help="Pace video files at their frame rate.")] = None,
+    realtime: Annotated[
+        bool | None, typer.Option(help="Pace video files at their frame rate.")
+    ] = None,
     quiet: Annotated[bool, typer.Option(help="Only print the summary.")] = False,
 ) -> None:
     """Run the job on a local Flink MiniCluster, printing events as they come and a summary."""
@@ -48,6 +52,13 @@ def run(
 def run_job(settings, source: str, quiet: bool = False) -> None:
     from jobs.recognition import build_job, tagged_outputs
     from jobs.sources import SourceError
+
+    # the client sees results once a checkpoint covers them: checkpoint every second so
+    # events print as they come
+    job = settings.job
+    if job.checkpoint_interval_ms > 1000:
+        job = job.model_copy(update={"checkpoint_interval_ms": 1000})
+        settings = settings.model_copy(update={"job": job})
 
     try:
         _, streams = build_job(settings, source)
@@ -68,11 +79,14 @@ def run_job(settings, source: str, quiet: bool = False) -> None:
                 if not quiet:
                     typer.echo(
                         f"{body['camera_id']} {body['frame_id']} face {body['face_index']}: "
-                        f"{body['identity']} d={body['distance']:.3f} snapshot={body['snapshot_id']}"
+                        f"{body['identity']} d={body['distance']:.3f} "
+                        f"snapshot={body['snapshot_id']}"
                     )
             elif kind == "D":
                 dead += 1
-                typer.secho(f"dead letter: {body['reason']}: {body['message']}", fg=typer.colors.YELLOW)
+                typer.secho(
+                    f"dead letter: {body['reason']}: {body['message']}", fg=typer.colors.YELLOW
+                )
             else:
                 c = cameras.setdefault(body["camera_id"], Counter())
                 c["frames"] += 1
@@ -102,10 +116,16 @@ def flink_bin() -> Path:
 
 @app.command()
 def submit(
-    source: Annotated[str, typer.Option(help="kafka, or video:PATH readable by the TaskManagers")] = "kafka",
-    jobmanager: Annotated[str, typer.Option(help="JobManager REST address host:port.")] = "localhost:8081",
+    source: Annotated[
+        str, typer.Option(help="kafka, or video:PATH readable by the TaskManagers")
+    ] = "kafka",
+    jobmanager: Annotated[
+        str, typer.Option(help="JobManager REST address host:port.")
+    ] = "localhost:8081",
     config: Annotated[Path | None, typer.Option("--config", "-c")] = None,
-    python: Annotated[str | None, typer.Option(help="Python on the TaskManagers (default: this one).")] = None,
+    python: Annotated[
+        str | None, typer.Option(help="Python on the TaskManagers (default: this one).")
+    ] = None,
     detached: Annotated[bool, typer.Option("--detached/--attached")] = True,
 ) -> None:
     """Submit the job to a standalone Flink cluster with ``flink run -py``."""
@@ -122,11 +142,16 @@ def submit_command(
     if detached:
         cmd.append("--detached")
     cmd += [
-        "-py", str(ROOT / "jobs" / "recognition.py"),
-        "-pyfs", pyfs,
-        "-pyexec", python or sys.executable,
-        "-pyclientexec", sys.executable,
-        "--source", source,
+        "-py",
+        str(ROOT / "jobs" / "recognition.py"),
+        "-pyfs",
+        pyfs,
+        "-pyexec",
+        python or sys.executable,
+        "-pyclientexec",
+        sys.executable,
+        "--source",
+        source,
     ]
     if config:
         cmd += ["--config", str(Path(config).resolve())]
@@ -135,5 +160,7 @@ def submit_command(
 
 def flink_env() -> dict[str, str]:
     env = dict(os.environ)
-    env.setdefault("JAVA_HOME", str(Path(shutil.which("java") or "/usr/bin/java").resolve().parents[1]))
+    env.setdefault(
+        "JAVA_HOME", str(Path(shutil.which("java") or "/usr/bin/java").resolve().parents[1])
+    )
     return env

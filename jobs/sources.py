@@ -91,7 +91,10 @@ def parse_video_source(spec: str, settings: Settings) -> list[CameraSpec]:
         cameras.append(
             CameraSpec(
                 camera_id=_unique(name, [c.camera_id for c in cameras]),
-                url=url, region=cfg.region, live=live, fps=out_fps,
+                url=url,
+                region=cfg.region,
+                live=live,
+                fps=out_fps,
                 frames=0 if live else math.ceil(count / step) * cfg.loop,
             )
         )
@@ -173,10 +176,15 @@ class CameraReader:
         ts = now_ms()
         h, w = frame.shape[:2]
         return FrameRecord(
-            camera_id=self.spec.camera_id, region=self.spec.region,
-            frame_id=make_frame_id(self.spec.camera_id, self.epoch_ms, seq), seq=seq,
-            capture_ts=ts, width=w, height=h,
-            jpeg=encode_jpeg(frame, self.cfg.jpeg_quality), ingest_ts=ts,
+            camera_id=self.spec.camera_id,
+            region=self.spec.region,
+            frame_id=make_frame_id(self.spec.camera_id, self.epoch_ms, seq),
+            seq=seq,
+            capture_ts=ts,
+            width=w,
+            height=h,
+            jpeg=encode_jpeg(frame, self.cfg.jpeg_quality),
+            ingest_ts=ts,
         ).encode()
 
     def close(self) -> None:

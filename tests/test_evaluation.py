@@ -23,7 +23,9 @@ def test_kfold_accuracy_counts_overlap_as_errors():
     dist = np.array([0.2, 1.5, 1.4, 0.3] * 10)
     same = np.array([True, True, False, False] * 10)
     acc, _, _ = ev.kfold_accuracy(dist, same, np.arange(40) % 10)
-    assert acc == pytest.approx(0.75)  # best: accept only 0.2; 1.5 (genuine) and 0.3 (impostor) wrong
+    assert acc == pytest.approx(
+        0.75
+    )  # best: accept only 0.2; 1.5 (genuine) and 0.3 (impostor) wrong
 
 
 def test_tar_at_far_picks_the_last_threshold_within_the_far():
@@ -50,7 +52,7 @@ def test_verification_pairs_are_balanced_and_seeded():
     a2, b2, s2 = ev.verification_pairs(labels, seed=3)
     assert s1.sum() == (~s1).sum() == 9
     assert (a1 == a2).all() and (b1 == b2).all()
-    assert all((labels[a] == labels[b]) == s for a, b, s in zip(a1, b1, s1))
+    assert all((labels[a] == labels[b]) == s for a, b, s in zip(a1, b1, s1, strict=True))
 
 
 @pytest.mark.data

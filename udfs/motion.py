@@ -65,7 +65,11 @@ class MotionGate:
                 return GateDecision(False, "rate_capped", changed)
             return self._pass(ts_ms, "motion", changed)
         keepalive_ms = self.config.keepalive_s * 1000
-        if keepalive_ms > 0 and self.last_pass_ms is not None and ts_ms - self.last_pass_ms >= keepalive_ms:
+        if (
+            keepalive_ms > 0
+            and self.last_pass_ms is not None
+            and ts_ms - self.last_pass_ms >= keepalive_ms
+        ):
             return self._pass(ts_ms, "keepalive", changed)
         return GateDecision(False, "static", changed)
 

@@ -79,8 +79,12 @@ def gate_frame(gate: MotionGate, record: FrameRecord) -> GateDecision | DeadLett
         return gate.check(record.jpeg, record.capture_ts)
     except FaceRecError as exc:
         return DeadLetter(
-            reason=exc.reason, message=str(exc), stage="gate", payload=record.encode(),
-            camera_id=record.camera_id, frame_id=record.frame_id,
+            reason=exc.reason,
+            message=str(exc),
+            stage="gate",
+            payload=record.encode(),
+            camera_id=record.camera_id,
+            frame_id=record.frame_id,
         )
 
 
@@ -97,8 +101,12 @@ def analyze_batch(
         except FaceRecError as exc:
             dead.append(
                 DeadLetter(
-                    reason=exc.reason, message=str(exc), stage="detect", payload=record.encode(),
-                    camera_id=record.camera_id, frame_id=record.frame_id,
+                    reason=exc.reason,
+                    message=str(exc),
+                    stage="detect",
+                    payload=record.encode(),
+                    camera_id=record.camera_id,
+                    frame_id=record.frame_id,
                 )
             )
     detections = engine.detect(frames)
@@ -109,16 +117,29 @@ def analyze_batch(
     for (record, stages), row in zip(kept, faces, strict=True):
         accepted = [(i, f) for i, f in enumerate(row) if f.embedding is not None]
         stats.append(
-            FrameStat(record.camera_id, record.region, record.frame_id, True, "analyzed",
-                      faces=len(row), rejected=len(row) - len(accepted))
+            FrameStat(
+                record.camera_id,
+                record.region,
+                record.frame_id,
+                True,
+                "analyzed",
+                faces=len(row),
+                rejected=len(row) - len(accepted),
+            )
         )
         for i, face in accepted:
             assert face.embedding is not None
             candidates.append(
                 FaceCandidate(
-                    frame_id=record.frame_id, camera_id=record.camera_id, region=record.region,
-                    capture_ts=record.capture_ts, face_index=i, box=face.box,
-                    score=face.detection.score, embedding=face.embedding, model_id=face.model_id,
+                    frame_id=record.frame_id,
+                    camera_id=record.camera_id,
+                    region=record.region,
+                    capture_ts=record.capture_ts,
+                    face_index=i,
+                    box=face.box,
+                    score=face.detection.score,
+                    embedding=face.embedding,
+                    model_id=face.model_id,
                     stages={**stages, "detect": detected_at, "embed": embedded_at},
                 )
             )
@@ -137,13 +158,18 @@ def to_events(candidates: Sequence[FaceCandidate], matcher) -> list[RecognitionE
         events.append(
             RecognitionEvent(
                 event_id=make_event_id(c.frame_id, c.face_index),
-                frame_id=c.frame_id, camera_id=c.camera_id, region=c.region,
-                capture_ts=c.capture_ts, face_index=c.face_index,
+                frame_id=c.frame_id,
+                camera_id=c.camera_id,
+                region=c.region,
+                capture_ts=c.capture_ts,
+                face_index=c.face_index,
                 box=tuple(round(v, 1) for v in c.box),  # type: ignore[arg-type]
                 identity=m.identity if m.identity else UNKNOWN,
                 distance=round(float(m.distance), 4) if np.isfinite(m.distance) else 9.0,
-                score=round(float(c.score), 4), threshold=matcher.threshold,
-                snapshot_id=snapshot_id, model_id=c.model_id,
+                score=round(float(c.score), 4),
+                threshold=matcher.threshold,
+                snapshot_id=snapshot_id,
+                model_id=c.model_id,
                 stages={**c.stages, "match": matched_at},
             )
         )
@@ -174,7 +200,9 @@ class RecognitionPipeline:
                 continue
             if not decision.passed:
                 out.stats.append(
-                    FrameStat(record.camera_id, record.region, record.frame_id, False, decision.reason)
+                    FrameStat(
+                        record.camera_id, record.region, record.frame_id, False, decision.reason
+                    )
                 )
                 continue
             batch.append((record, {"ingest": record.ingest_ts, "gate": now_ms()}))

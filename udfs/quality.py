@@ -29,15 +29,17 @@ class Quality:
         }
 
 
-def assess(det: Detection, crop_sharpness: float, config: QualityConfig) -> Quality:
+def assess(det: Detection, face_sharpness: float, config: QualityConfig) -> Quality:
     face_px = min(det.width, det.height)
     reasons = []
     if face_px < config.min_face_px:
         reasons.append(f"too_small: face is {face_px:.0f} px, minimum {config.min_face_px}")
     if det.score < config.min_score:
         reasons.append(f"low_score: detection score {det.score:.2f}, minimum {config.min_score}")
-    if crop_sharpness < config.min_sharpness:
+    if face_sharpness < config.min_sharpness:
         reasons.append(
-            f"too_blurry: sharpness {crop_sharpness:.1f}, minimum {config.min_sharpness}"
+            f"too_blurry: sharpness {face_sharpness:.1f}, minimum {config.min_sharpness}"
         )
-    return Quality(face_px=face_px, score=det.score, sharpness=crop_sharpness, reasons=tuple(reasons))
+    return Quality(
+        face_px=face_px, score=det.score, sharpness=face_sharpness, reasons=tuple(reasons)
+    )

@@ -100,7 +100,9 @@ class BlazeFaceDetector(Detector):
         pad: tuple[float, float, float],
         shape: tuple[int, ...],
     ) -> list[Detection]:
-        scores = 1.0 / (1.0 + np.exp(-np.clip(raw_scores[:, 0], -_RAW_SCORE_LIMIT, _RAW_SCORE_LIMIT)))
+        scores = 1.0 / (
+            1.0 + np.exp(-np.clip(raw_scores[:, 0], -_RAW_SCORE_LIMIT, _RAW_SCORE_LIMIT))
+        )
         keep = scores >= self.config.min_score
         if not np.any(keep):
             return []
@@ -109,7 +111,9 @@ class BlazeFaceDetector(Detector):
         centre, size = pts[:, :1] + anchors, pts[:, 1:2]
         keypoints = pts[:, 2:] + anchors
         boxes = np.concatenate([centre - size / 2, centre + size / 2], axis=1).reshape(-1, 4)
-        merged = _weighted_nms(boxes, keypoints.reshape(len(boxes), -1), scores[keep], self.config.nms_iou)
+        merged = _weighted_nms(
+            boxes, keypoints.reshape(len(boxes), -1), scores[keep], self.config.nms_iou
+        )
         left, top, side = pad
         h, w = shape[:2]
         out = []

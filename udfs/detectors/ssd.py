@@ -57,9 +57,7 @@ def _pad_square(frame: np.ndarray) -> np.ndarray:
     if h == w:
         return frame
     side = max(h, w)
-    return cv2.copyMakeBorder(
-        frame, 0, side - h, 0, side - w, cv2.BORDER_CONSTANT, value=_MEAN
-    )
+    return cv2.copyMakeBorder(frame, 0, side - h, 0, side - w, cv2.BORDER_CONSTANT, value=_MEAN)
 
 
 def _nms(boxes: np.ndarray, scores: np.ndarray, iou: float) -> list[int]:
