@@ -29,11 +29,10 @@ class KafkaConnectorMissing(RuntimeError):
 class ReadCameras(KeyedProcessFunction):
     """Keyed by camera index: each tick asks the owning subtask for the next frame."""
 
-    def __init__(self, cameras: list[str], settings_json: str, done_dir: str) -> None:
-        self.cameras, self.settings_json, self.done_dir = cameras, settings_json, done_dir
+    def __init__(self, cameras: list[str], settings: Settings, done_dir: str) -> None:
+        self.cameras, self.settings, self.done_dir = cameras, settings, done_dir
 
     def open(self, ctx: RuntimeContext) -> None:
-        self.settings = Settings.model_validate_json(self.settings_json)
         self.readers: dict[int, CameraReader] = {}
         self.read_counter = (
             ctx.get_metrics_group().add_group("facerec").counter("video_frames_read")
@@ -76,7 +75,7 @@ def video_frames(
         .name("deal-ticks")
         .key_by(lambda t: t[0], key_type=Types.INT())
         .process(
-            ReadCameras([c.to_json() for c in cameras], settings.model_dump_json(), str(done_dir)),
+            ReadCameras([c.to_json() for c in cameras], settings, str(done_dir)),
             output_type=BYTES,
         )
         .name("read-cameras")

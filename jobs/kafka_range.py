@@ -129,6 +129,30 @@ def _offsets_at(
     return out
 
 
+def end_offsets(consumer: KafkaConsumer, tps: list[TopicPartition]) -> dict[Any, int]:
+    """The partitions' end offsets now. ListOffsets answers, raised to the high watermark a
+    fetch reports: some brokers (tansu 0.x) answer ListOffsets with the base offset of the
+    last batch + 1, which would cut the last batch off."""
+    ends = dict(consumer.end_offsets(tps))
+    first = consumer.beginning_offsets(tps)
+    consumer.assign(tps)
+    for tp in tps:
+        consumer.seek(tp, max(first[tp], ends[tp] - 1))
+    deadline = time.monotonic() + 2.0
+    while time.monotonic() < deadline:
+        consumer.poll(timeout_ms=200, max_records=1)
+        marks = {tp: consumer.highwater(tp) for tp in tps}
+        if all(m is not None for m in marks.values()):
+            break
+    for tp in tps:
+        mark = consumer.highwater(tp)
+        if mark is not None and mark > ends[tp]:
+            log.debug("%s: end offset %d, high watermark %d: using the latter", tp, ends[tp], mark)
+            ends[tp] = mark
+    consumer.assign([])
+    return ends
+
+
 def plan_ranges(
     consumer: KafkaConsumer,
     topic: str,
@@ -157,7 +181,7 @@ def plan_ranges(
             wanted = sorted(offsets)
         tps = [TopicPartition(topic, p) for p in wanted]
         first = consumer.beginning_offsets(tps)
-        last = consumer.end_offsets(tps)
+        last = end_offsets(consumer, tps)
         if offsets:
             starts = {tp: offsets[tp.partition][0] for tp in tps}
             ends = {tp: offsets[tp.partition][1] for tp in tps}
@@ -215,6 +239,15 @@ def read_ranges(
                 f"no record from {topic!r} for {stall_timeout_s:.0f}s although the range is "
                 f"not done (partition: (position, end)) {left}"
             )
+
+
+def in_time(record: Any, start_ms: int | None, end_ms: int | None) -> bool:
+    """Whether a record's timestamp lies in ``[start_ms, end_ms)``: the planned offsets come
+    from ``offsets_for_times``, which some brokers answer at batch granularity, and create
+    times can be out of order; this keeps a time range exact."""
+    return (start_ms is None or record.timestamp >= start_ms) and (
+        end_ms is None or record.timestamp < end_ms
+    )
 
 
 def peek(consumer: KafkaConsumer, topic: str, partition: int, offset: int) -> Any | None:

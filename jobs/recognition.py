@@ -77,17 +77,16 @@ def create_env(settings: Settings, parallelism: int | None = None) -> StreamExec
 
 def build_pipeline(settings: Settings, frames: DataStream, index: DataStream) -> JobStreams:
     """The job proper; it does not know where ``frames`` and ``index`` come from."""
-    settings_json = settings.model_dump_json()
     records = frames.process(DecodeFrames(), output_type=Types.PICKLED_BYTE_ARRAY()).name("decode")
     analyzed = (
         records.key_by(lambda r: r.region, key_type=Types.STRING())
-        .process(GateAndAnalyze(settings_json), output_type=Types.PICKLED_BYTE_ARRAY())
+        .process(GateAndAnalyze(settings), output_type=Types.PICKLED_BYTE_ARRAY())
         .name("gate-detect-embed")
     )
     events = (
         analyzed.key_by(lambda c: c.region, key_type=Types.STRING())
         .connect(index.broadcast(INDEX_STATE))
-        .process(MatchFaces(settings_json), output_type=Types.STRING())
+        .process(MatchFaces(settings), output_type=Types.STRING())
         .name("match")
     )
     dead = [records.get_side_output(DEAD_LETTERS), analyzed.get_side_output(DEAD_LETTERS)]
@@ -98,8 +97,7 @@ def attach_sinks(settings: Settings, streams: JobStreams, kafka: bool) -> JobStr
     """Events -> event store (idempotent upsert); dead letters -> JSON lines; both also to
     their Kafka topics when ``kafka``. Returns the streams after persistence (what a client
     collects is what was stored). Each side output is consumed exactly once, here."""
-    settings_json = settings.model_dump_json()
-    events = streams.events.map(StoreEvents(settings_json), output_type=Types.STRING()).name(
+    events = streams.events.map(StoreEvents(settings), output_type=Types.STRING()).name(
         "event-store"
     )
     # one writer per side output: PyFlink duplicated records when a union of side outputs

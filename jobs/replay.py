@@ -43,6 +43,7 @@ from index_builder.snapshot import SnapshotInfo, latest_snapshot, list_snapshots
 from jobs.kafka_range import (
     PartitionRange,
     RangeError,
+    in_time,
     iso,
     open_consumer,
     peek,
@@ -257,20 +258,29 @@ def resolve_snapshot(
 
 # ----------------------------------------------------------------------------- replay
 def _frames(
-    records: Iterator[Any], req: ReplayRequest, bar: tqdm, seen: dict[str, FrameRecord]
+    records: Iterator[Any], req: ReplayRequest, bar: tqdm, seen: dict[str, FrameRecord],
+    counts: Counter[str],
 ) -> Iterator[bytes]:
-    """Payloads of the frames wanted; ``seen`` collects their headers by frame id."""
+    """Payloads of the frames wanted; ``seen`` collects their headers by frame id, ``counts``
+    how many records were yielded (duplicates included) or skipped as outside the range."""
     for record in records:
         bar.update(1)
+        if not in_time(record, req.start_ms, req.end_ms):
+            counts["outside_time"] += 1
+            continue
         try:
             frame = FrameRecord.decode(record.value)
         except BadRecord:
             if not req.cameras and not req.regions:
+                counts["frames"] += 1
                 yield record.value  # becomes a dead letter in the pipeline
             continue
         if req.wants(frame):
             seen[frame.frame_id] = frame
+            counts["frames"] += 1
             yield record.value
+        else:
+            counts["filtered_out"] += 1
 
 
 def run_replay(settings: Settings, req: ReplayRequest, engine: Any = None) -> ReplayReport:
@@ -306,10 +316,11 @@ def run_replay(settings: Settings, req: ReplayRequest, engine: Any = None) -> Re
             raise ReplayError(f"snapshot {info.snapshot_id} cannot be used: {exc}") from exc
         pipeline = RecognitionPipeline(settings, engine, matcher)
         seen: dict[str, FrameRecord] = {}
+        tally: Counter[str] = Counter()
         started = time.perf_counter()
         with tqdm(total=total, desc="replay", unit="rec", disable=not req.progress) as bar:
-            result = pipeline.process(_frames(read_ranges(consumer, req.topic, ranges), req,
-                                              bar, seen))
+            records = read_ranges(consumer, req.topic, ranges)
+            result = pipeline.process(_frames(records, req, bar, seen, tally))
         elapsed = time.perf_counter() - started
         matcher.close()
     finally:
@@ -321,7 +332,7 @@ def run_replay(settings: Settings, req: ReplayRequest, engine: Any = None) -> Re
     counts = Counter(d["classification"] for d in decisions)
     orig_frames = {e.frame_id for e in originals}
     replay_faces = {e.frame_id for e in result.events}
-    frames = len(seen) + sum(1 for d in result.dead_letters if d.stage == "decode")
+    frames = tally["frames"]
     summary: dict[str, Any] = {
         "topic": req.topic,
         "range": {"start_ms": req.start_ms, "end_ms": req.end_ms, "start": iso(req.start_ms),
@@ -333,7 +344,8 @@ def run_replay(settings: Settings, req: ReplayRequest, engine: Any = None) -> Re
                             if req.originals == "topic" else f"store:{settings.events.backend}"),
         "original_snapshots": dict(Counter(e.snapshot_id for e in originals)),
         "frames": {
-            "records_in_range": total, "replayed": frames,
+            "records_in_range": total, "outside_time": tally["outside_time"],
+            "filtered_out": tally["filtered_out"], "replayed": frames, "unique": len(seen),
             "analysed": len(analysed), "gated_out": sum(1 for s in result.stats if not s.passed),
             "dead_letters": len(result.dead_letters),
             "with_original_events": len(orig_frames),
@@ -409,6 +421,8 @@ def replay_events_to_store(
         ) as bar:
             for record in read_ranges(consumer, topic, ranges):
                 bar.update(1)
+                if not in_time(record, start_ms, end_ms):
+                    continue
                 read += 1
                 try:
                     pending.append(RecognitionEvent.from_json(record.value))

@@ -116,13 +116,12 @@ class GateAndAnalyze(KeyedProcessFunction):
     buffered in keyed list state and analysed in micro-batches, flushed at ``max_frames``
     or ``max_wait_ms`` (a processing-time timer), so TensorFlow always runs batched."""
 
-    def __init__(self, settings_json: str) -> None:
-        self.settings_json = settings_json
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings  # pickled with the function: secrets stay intact
 
     def open(self, ctx: RuntimeContext) -> None:
         from udfs.engine import FaceEngine
 
-        self.settings = Settings.model_validate_json(self.settings_json)
         self.batch_cfg = self.settings.job.batch
         self.engine = FaceEngine(self.settings)
         self.engine.warmup()
@@ -202,12 +201,11 @@ class MatchFaces(KeyedBroadcastProcessFunction):
     Until the first index message arrives (or ``index_wait_ms`` passes) candidates wait in
     keyed state rather than being matched against an empty gallery."""
 
-    def __init__(self, settings_json: str, index_wait_ms: int = 3000) -> None:
-        self.settings_json = settings_json
+    def __init__(self, settings: Settings, index_wait_ms: int = 3000) -> None:
+        self.settings = settings
         self.index_wait_ms = index_wait_ms
 
     def open(self, ctx: RuntimeContext) -> None:
-        self.settings = Settings.model_validate_json(self.settings_json)
         self.matcher = None
         self.ready = False
         self.opened_ms = now_ms()
@@ -303,13 +301,13 @@ class MatchFaces(KeyedBroadcastProcessFunction):
 class StoreEvents(MapFunction):
     """Idempotent upsert of each event into the event store (SQLite by default)."""
 
-    def __init__(self, settings_json: str) -> None:
-        self.settings_json = settings_json
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings  # pickled with the function: secrets stay intact
 
     def open(self, ctx: RuntimeContext) -> None:
         from facerec.eventstore import open_event_store
 
-        self.store = open_event_store(Settings.model_validate_json(self.settings_json))
+        self.store = open_event_store(self.settings)
 
     def close(self) -> None:
         self.store.close()
