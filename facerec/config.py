@@ -90,7 +90,13 @@ class MatchConfig(_Section):
         1.10, gt=0.0, lt=2.0, description="Max L2 distance between unit embeddings for a match."
     )
     top_k: int = Field(10, ge=1, le=1000, description="Annoy candidates re-ranked exactly.")
-    search_k: int = Field(-1, ge=-1, description="Annoy search_k; -1 = n_trees * top_k.")
+    search_k: int = Field(
+        25_000,
+        ge=-1,
+        description="Annoy nodes inspected per query (-1 = n_trees * top_k). Measured "
+        "(bench/annoy_recall.py): 25k gives recall@1 1.0 at 10k and 0.98 at 100k templates "
+        "for genuine-like probes at ~2-6 ms; n_trees * top_k (500) gives 0.68 and 0.26.",
+    )
 
 
 # --------------------------------------------------------------------------- job

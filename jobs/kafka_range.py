@@ -221,11 +221,11 @@ def read_ranges(
         except KafkaError as exc:
             raise RangeError(f"reading {topic!r} failed: {exc!r}") from exc
         for tp, records in polled.items():
-            r = active.get(tp)
-            if r is None:
+            wanted = active.get(tp)
+            if wanted is None:
                 continue
             for record in records:
-                if record.offset >= r.end:
+                if record.offset >= wanted.end:
                     break
                 last_progress = time.monotonic()
                 yield record

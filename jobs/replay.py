@@ -50,6 +50,7 @@ from jobs.kafka_range import (
     plan_ranges,
     read_ranges,
 )
+from jobs.replay_report import CLASSIFICATIONS, COMPARED, compare, write_report
 from udfs.errors import BadRecord, SnapshotMismatch
 from udfs.match import Matcher
 from udfs.pipeline import RecognitionPipeline
@@ -57,9 +58,6 @@ from udfs.pipeline import RecognitionPipeline
 log = logging.getLogger(__name__)
 ReplayError = RangeError
 """What the CLI reports as a clear message with exit code 2."""
-COMPARED = ("same", "changed_identity", "newly_matched", "no_longer_matched")
-UNPAIRED = ("original_only", "replayed_only", "original_frame_only", "replayed_frame_only")
-CLASSIFICATIONS = COMPARED + UNPAIRED
 CAPTURE_MARGIN_MS = 60_000
 """Original events are looked up this much around the capture times seen in the range."""
 EVENTS_LAG_MS = 600_000
@@ -95,51 +93,6 @@ class ReplayReport:
     replayed: list[RecognitionEvent] = field(default_factory=list)
     originals: list[RecognitionEvent] = field(default_factory=list)
     paths: dict[str, Path] = field(default_factory=dict)
-
-
-# ----------------------------------------------------------------------------- comparison
-def classify(original: RecognitionEvent, replayed: RecognitionEvent) -> str:
-    if original.identity == replayed.identity:
-        return "same"
-    if original.matched and replayed.matched:
-        return "changed_identity"
-    return "newly_matched" if replayed.matched else "no_longer_matched"
-
-
-def _side(e: RecognitionEvent | None) -> dict[str, Any] | None:
-    if e is None:
-        return None
-    return {"identity": e.identity, "distance": e.distance, "threshold": e.threshold,
-            "snapshot_id": e.snapshot_id, "box": list(e.box)}
-
-
-def compare(
-    originals: list[RecognitionEvent], replayed: list[RecognitionEvent], analysed: set[str]
-) -> list[dict[str, Any]]:
-    """One decision per event id. ``originals`` must already be limited to the replayed
-    frames; ``analysed`` are the frame ids the replay's gate passed and the engine analysed."""
-    orig = {e.event_id: e for e in originals}
-    new = {e.event_id: e for e in replayed}
-    orig_frames = {e.frame_id for e in originals}
-    out = []
-    for event_id in sorted(orig.keys() | new.keys()):
-        o, r = orig.get(event_id), new.get(event_id)
-        if o is not None and r is not None:
-            kind = classify(o, r)
-        elif o is not None:
-            kind = "original_only" if o.frame_id in analysed else "original_frame_only"
-        else:
-            assert r is not None
-            kind = "replayed_only" if r.frame_id in orig_frames else "replayed_frame_only"
-        e = o or r
-        assert e is not None
-        out.append({
-            "event_id": event_id, "classification": kind, "frame_id": e.frame_id,
-            "camera_id": e.camera_id, "region": e.region, "capture_ts": e.capture_ts,
-            "face_index": e.face_index, "original": _side(o), "replayed": _side(r),
-        })
-    out.sort(key=lambda d: (d["capture_ts"], d["frame_id"], d["face_index"]))
-    return out
 
 
 # ----------------------------------------------------------------------------- originals
@@ -362,42 +315,8 @@ def run_replay(settings: Settings, req: ReplayRequest, engine: Any = None) -> Re
     }
     report = ReplayReport(summary, decisions, result.events, originals)
     if req.out_dir is not None:
-        report.paths = write_report(report, req.out_dir)
+        report.paths = write_report(report.summary, report.decisions, req.out_dir)
     return report
-
-
-def write_report(report: ReplayReport, out_dir: Path) -> dict[str, Path]:
-    out_dir.mkdir(parents=True, exist_ok=True)
-    lines = out_dir / "decisions.jsonl"
-    with lines.open("w") as f:
-        for d in report.decisions:
-            f.write(json.dumps(d, separators=(",", ":")) + "\n")
-    summary = out_dir / "summary.json"
-    summary.write_text(json.dumps(report.summary, indent=2))
-    return {"decisions": lines, "summary": summary}
-
-
-def format_summary(summary: dict[str, Any]) -> str:
-    """The summary as a small text table."""
-    f, ev = summary["frames"], summary["events"]
-    rows = [
-        ("snapshot", f"{summary['snapshot']['id']} ({summary['snapshot']['chosen_by']})"),
-        ("threshold", summary["threshold"]),
-        ("records in range", f["records_in_range"]),
-        ("frames replayed", f["replayed"]),
-        ("  analysed / gated out / dead", f"{f['analysed']} / {f['gated_out']} / "
-                                          f"{f['dead_letters']}"),
-        ("frames analysed by both", f["analysed_by_both"]),
-        ("  original only / replay only", f"{f['original_only']} / "
-                                          f"{f['replay_only_with_faces']}"),
-        ("events original / replayed", f"{ev['original']} / {ev['replayed']}"),
-        ("decisions compared", ev["compared"]),
-    ]
-    rows += [(f"  {k}", v) for k, v in summary["decisions"].items()]
-    rows.append(("throughput", f"{summary['throughput_fps']} frames/s "
-                               f"({summary['elapsed_s']} s)"))
-    width = max(len(k) for k, _ in rows)
-    return "\n".join(f"{k:<{width}}  {v}" for k, v in rows)
 
 
 # ----------------------------------------------------------------------------- events

@@ -70,7 +70,8 @@ def frames(
     face decision with the original one. Writes decisions.jsonl and summary.json."""
     from facerec.records import now_ms
     from jobs.kafka_range import RangeError, parse_offsets, parse_time
-    from jobs.replay import ReplayRequest, format_summary, run_replay
+    from jobs.replay import ReplayRequest, run_replay
+    from jobs.replay_report import format_summary
 
     settings = _settings(config, bootstrap)
     if originals not in ("store", "topic"):

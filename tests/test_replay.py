@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import threading
 import time
 import uuid
@@ -21,7 +22,8 @@ from facerec.records import FrameRecord, RecognitionEvent, make_frame_id, now_ms
 from facerec.synthetic import Segment, write_face_video
 from index_builder.snapshot import write_snapshot
 from jobs.kafka_range import RangeError, parse_offsets, parse_time
-from jobs.replay import ReplayRequest, compare, replay_events_to_store, run_replay
+from jobs.replay import ReplayRequest, replay_events_to_store, run_replay
+from jobs.replay_report import compare
 from udfs.image import encode_jpeg
 from udfs.match import Matcher
 from udfs.pipeline import RecognitionPipeline
@@ -146,7 +148,8 @@ def test_given_unchanged_snapshot_when_replayed_then_every_decision_is_same(worl
     assert s["frames"]["original_only"] == s["frames"]["replay_only_with_faces"] == 0
     assert s["throughput_fps"] > 0
     lines = (out / "decisions.jsonl").read_text().splitlines()
-    assert len(lines) == len(world["events"]) and (out / "summary.json").is_file()
+    assert len(lines) == len(world["events"])
+    assert json.loads((out / "summary.json").read_text()) == s
 
 
 def test_given_person_erased_when_replayed_then_only_their_faces_change(world, engine):
