@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 from typing import Annotated
 
@@ -28,6 +29,7 @@ def _fail(message: str) -> typer.Exit:
 def _settings(config: Path | None, bootstrap: str | None):
     from facerec.config import load_settings
 
+    logging.getLogger("kafka").setLevel(logging.WARNING)  # connection chatter at INFO
     try:
         settings = load_settings(config)
     except Exception as exc:  # a bad config is the user's to fix: say what, not a traceback

@@ -206,6 +206,30 @@ def test_given_range_end_when_replayed_then_later_frames_are_not(world, engine, 
     assert time.monotonic() - started < 60
 
 
+def test_given_range_starting_on_static_frames_when_replayed_then_fresh_gate_reported_apart(
+    world, engine
+):
+    from jobs.kafka_range import open_consumer, plan_ranges
+
+    consumer = open_consumer(world["settings"].kafka)
+    [part] = [r for r in plan_ranges(consumer, world["frames_topic"]) if r.size]
+    consumer.close()
+    with_faces = {e.frame_id for e in world["events"]}
+    # a still frame the original gate dropped (the background needs a few frames to settle)
+    i = next(i for i, f in enumerate(world["frame_ids"]) if f not in with_faces)
+    first = world["frame_ids"][i]
+
+    report = run_replay(world["settings"], ReplayRequest(
+        world["frames_topic"], offsets={part.partition: (i, i + 5)}, progress=False),
+        engine=engine)
+    kinds = {d["frame_id"]: d["classification"] for d in report.decisions}
+
+    assert report.summary["frames"]["replayed"] == 5
+    assert kinds[first] == "replayed_frame_only"  # a fresh gate passes the first frame
+    assert report.summary["frames"]["replay_only_with_faces"] == 1
+    assert {k for f, k in kinds.items() if f != first} == {"same"}
+
+
 def test_given_events_topic_when_replayed_into_empty_store_then_same_events(world, tmp_path):
     settings = world["settings"].model_copy(
         update={"events": world["settings"].events.model_copy(
