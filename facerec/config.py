@@ -87,7 +87,13 @@ class ImageLimits(_Section):
 
 class MatchConfig(_Section):
     threshold: float = Field(
-        1.10, gt=0.0, lt=2.0, description="Max L2 distance between unit embeddings for a match."
+        1.05,
+        gt=0.0,
+        lt=2.0,
+        description="Max L2 distance between unit embeddings for a match; above it the face "
+        "is 'unknown'. Measured: celebrity5 open set FPIR 1% at 1.051 (FNIR 0); LFW View-2 "
+        "FAR 1e-3 at 0.974 (TAR 0.931), FAR 1e-2 at 1.078 (TAR 0.983). Lower it to cut "
+        "false accepts of people who are not enrolled.",
     )
     top_k: int = Field(10, ge=1, le=1000, description="Annoy candidates re-ranked exactly.")
     search_k: int = Field(
