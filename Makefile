@@ -10,9 +10,22 @@ export FACEREC_FACES_DIR ?= $(SHARED)/faces
 export FACEREC_VIDEOS_DIR ?= $(SHARED)/videos
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 
-.PHONY: setup demo test test-fast lint eval bench clean
+.PHONY: setup demo test test-fast lint eval bench clean prometheus-tools
 
-setup: $(VENV)/.installed
+setup: $(VENV)/.installed prometheus-tools
+
+# prometheus + promtool (Debian package) for tests/test_prometheus.py and test_ops_config.py:
+# installed with apt-get when missing and we are root; otherwise those tests skip.
+prometheus-tools:
+	@command -v prometheus >/dev/null && command -v promtool >/dev/null && exit 0; \
+	if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	  echo "installing prometheus (apt-get)"; \
+	  export DEBIAN_FRONTEND=noninteractive; \
+	  { apt-get update -qq && apt-get install -y -qq --no-install-recommends prometheus; } >/dev/null \
+	    || echo "warning: apt-get could not install prometheus; its tests will skip"; \
+	else \
+	  echo "note: prometheus/promtool missing (needs root + apt-get); their tests will skip"; \
+	fi
 
 $(VENV)/.installed: pyproject.toml
 	@command -v $(PYTHON) >/dev/null || { echo "need $(PYTHON) (Python 3.11) on PATH"; exit 1; }

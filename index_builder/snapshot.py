@@ -23,6 +23,7 @@ from annoy import AnnoyIndex
 from tqdm import tqdm
 
 from facerec.config import Settings
+from index_builder.metrics import timed_build
 from index_builder.store import EnrollmentStore
 from udfs.errors import SnapshotMismatch
 from udfs.snapshot_io import (
@@ -147,6 +148,7 @@ def write_snapshot(
     return SnapshotInfo(final, manifest)
 
 
+@timed_build
 def build_snapshot(
     store: EnrollmentStore,
     out_dir: Path,

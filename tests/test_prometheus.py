@@ -245,8 +245,9 @@ def test_given_running_job_when_prometheus_scrapes_then_p95_end_to_end_latency_i
                 f"(rate(facerec_job_{stage}_ms_bucket[1m])))")
         assert _finite_scalar(prometheus, expr) is not None, expr
     # what the dashboard and alerts read besides the histograms
-    for name in ("facerec_job_frames_in", "facerec_job_frames_passed", "facerec_job_unknowns",
-                 "facerec_job_snapshot_age_seconds", "flink_taskmanager_job_task_busyTimeMsPerSecond",
+    for name in ("facerec_job_frames_in", "facerec_job_frames_passed",
+                 "facerec_job_unknowns", "facerec_job_snapshot_age_seconds",
+                 "flink_taskmanager_job_task_busyTimeMsPerSecond",
                  "flink_taskmanager_job_task_backPressuredTimeMsPerSecond",
                  "flink_jobmanager_numRunningJobs"):
         assert query(prometheus, name), f"{name} not scraped"

@@ -1,0 +1,257 @@
+"""Static checks of the deployment and monitoring files (no Docker engine needed):
+docker-compose.yml wiring, Prometheus config and alert rules (promtool check + rule unit
+tests), the Grafana dashboard's queries, and the metric names they use against docs."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+DEPLOY = ROOT / "deploy"
+COMPOSE = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+SERVICES: dict[str, dict] = COMPOSE["services"]
+COMPOSE_TEXT = (ROOT / "docker-compose.yml").read_text()
+REQUIRED_VARS = {
+    "POSTGRES_PASSWORD", "FACEREC_ADMIN_API_KEY", "FACEREC_ENROLL_API_KEY",
+    "FACEREC_QUERY_API_KEY", "GRAFANA_ADMIN_PASSWORD", "CAMERA_URL",
+}
+ONE_SHOT = {"kafka-init", "job-submitter"}
+VAR = re.compile(r"\$\{([A-Z0-9_]+)(:?[?\-][^}]*)?\}")
+
+
+def _promtool() -> str:
+    found = shutil.which("promtool")
+    if not found:
+        pytest.skip("promtool is not installed (Debian package `prometheus`; `make setup` "
+                    "installs it as root)")
+    return found
+
+
+def _resolve(value: str) -> str:
+    """``${VAR:-default}`` -> default, ``${VAR:?msg}`` -> <VAR> (what compose would use)."""
+    return VAR.sub(lambda m: (m.group(2) or "")[2:] if (m.group(2) or "").startswith(":-")
+                   else f"<{m.group(1)}>", value)
+
+
+def _volumes(service: dict) -> list[tuple[str, str]]:
+    out = []
+    for v in service.get("volumes", []):
+        if isinstance(v, str):
+            source, target = _resolve(v).split(":")[:2]
+        else:
+            source, target = _resolve(v["source"]), v["target"]
+        out.append((source, target))
+    return out
+
+
+# ------------------------------------------------------------------ compose
+@pytest.mark.parametrize("name", sorted(SERVICES))
+def test_given_compose_service_then_it_has_an_image_or_a_buildable_dockerfile(name):
+    service = SERVICES[name]
+    assert "image" in service or "build" in service, name
+    build = service.get("build")
+    if build:
+        context = ROOT / (build if isinstance(build, str) else build.get("context", "."))
+        dockerfile = context / (build.get("dockerfile", "Dockerfile") if isinstance(build, dict)
+                                else "Dockerfile")
+        assert dockerfile.is_file(), f"{name}: {dockerfile} missing"
+
+
+def test_given_depends_on_then_targets_exist_and_conditions_are_backed():
+    for name, service in SERVICES.items():
+        deps = service.get("depends_on", {})
+        if isinstance(deps, list):
+            deps = {d: {"condition": "service_started"} for d in deps}
+        for target, spec in deps.items():
+            assert target in SERVICES, f"{name} depends on unknown service {target}"
+            condition = spec.get("condition", "service_started")
+            if condition == "service_healthy":
+                assert "healthcheck" in SERVICES[target], (
+                    f"{name} waits for {target} to be healthy but {target} has no healthcheck"
+                )
+            if condition == "service_completed_successfully":
+                assert target in ONE_SHOT, f"{name} waits for {target} to exit"
+
+
+def test_given_long_running_services_then_each_has_a_healthcheck():
+    missing = [n for n, s in SERVICES.items() if n not in ONE_SHOT and "healthcheck" not in s]
+    assert not missing, f"no healthcheck: {missing}"
+    for name in ONE_SHOT:
+        assert SERVICES[name].get("restart") == "no", name
+
+
+def test_given_named_volumes_then_every_one_used_is_declared_and_every_declared_is_used():
+    declared = set(COMPOSE.get("volumes") or {})
+    used = {src for s in SERVICES.values() for src, _ in _volumes(s)
+            if not src.startswith((".", "/", "<", "~"))}
+    assert used <= declared, f"undeclared named volumes: {used - declared}"
+    assert declared <= used, f"declared but unused: {declared - used}"
+    for name in ("snapshots", "postgres-data", "cassandra-data", "kafka-data"):
+        assert name in used
+
+
+def test_given_bind_mounts_then_the_files_exist():
+    for name, service in SERVICES.items():
+        for source, _ in _volumes(service):
+            if source.startswith("."):
+                assert (ROOT / source).exists(), f"{name} mounts missing {source}"
+
+
+def test_given_required_variables_then_every_reference_fails_loudly_and_env_example_lists_them():
+    refs = VAR.findall(COMPOSE_TEXT)
+    names = {n for n, _ in refs}
+    assert names >= REQUIRED_VARS, REQUIRED_VARS - names
+    for name, modifier in refs:
+        if name in REQUIRED_VARS:
+            assert modifier.startswith(":?"), f"${{{name}}} used without :? ({modifier!r})"
+        else:
+            assert modifier.startswith(":-"), f"${{{name}}} has no default and is not required"
+    example = (ROOT / ".env.example").read_text()
+    listed = set(re.findall(r"^([A-Z0-9_]+)=", example, flags=re.M))
+    assert names <= listed, f"missing from .env.example: {names - listed}"
+
+
+def test_given_published_ports_then_no_two_services_collide():
+    seen: dict[str, str] = {}
+    for name, service in SERVICES.items():
+        for port in service.get("ports", []):
+            parts = str(port).split(":")
+            host = ":".join(parts[:-1]) if len(parts) > 1 else parts[0]
+            host_port = host.split(":")[-1]
+            other = seen.get(host_port)
+            assert other is None, f"{name} and {other} both publish {host_port}"
+            seen[host_port] = name
+    assert {"8081", "8000", "9090", "3000"} <= set(seen)
+
+
+def test_given_flink_services_then_flink_conf_is_mounted_as_flink_conf_dir():
+    for name in ("jobmanager", "taskmanager", "job-submitter"):
+        service = SERVICES[name]
+        conf_dir = service["environment"]["FLINK_CONF_DIR"]
+        assert ("./flink-conf", conf_dir) in _volumes(service), name
+    for name in ("jobmanager", "taskmanager"):
+        props = SERVICES[name]["environment"]["FLINK_PROPERTIES"]
+        assert "jobmanager.rpc.address: jobmanager" in props
+    assert (ROOT / "flink-conf" / "config.yaml").is_file()
+
+
+def test_given_flink_dockerfile_then_it_builds_on_flink_2_with_python_311_and_the_kafka_jar():
+    text = (DEPLOY / "flink" / "Dockerfile").read_text()
+    assert re.search(r"^FROM flink:\$\{FLINK_VERSION\}", text, flags=re.M)
+    assert re.search(r"ARG FLINK_VERSION=2\.\d+", text)
+    assert "python install 3.11" in text
+    assert re.search(r"flink-sql-connector-kafka/\$\{KAFKA_CONNECTOR_VERSION\}", text)
+    assert re.search(r"ARG KAFKA_CONNECTOR_VERSION=\d+\.\d+\.\d+-2\.\d+", text)
+    assert "FACEREC_JOB__KAFKA_CONNECTOR_JAR" in text
+    entry = DEPLOY / "flink" / "entrypoint.sh"
+    assert entry.is_file() and entry.stat().st_mode & 0o111
+    subprocess.run(["bash", "-n", str(entry)], check=True)
+
+
+def test_given_prometheus_config_then_targets_are_compose_services():
+    config = yaml.safe_load((DEPLOY / "prometheus" / "prometheus.yml").read_text())
+    hosts = set()
+    for job in config["scrape_configs"]:
+        for sd in job.get("dns_sd_configs", []):
+            hosts |= set(sd["names"])
+        for sc in job.get("static_configs", []):
+            hosts |= {t.split(":")[0] for t in sc["targets"]}
+    assert hosts - {"localhost"} <= set(SERVICES), hosts - set(SERVICES)
+    mounts = dict((t, s) for s, t in _volumes(SERVICES["prometheus"]))
+    assert mounts["/etc/prometheus/alerts.yml"] == "./deploy/prometheus/alerts.yml"
+
+
+# ------------------------------------------------------------------ promtool
+def test_given_prometheus_config_when_promtool_checks_then_valid():
+    result = subprocess.run([_promtool(), "check", "config", "prometheus.yml"],
+                            cwd=DEPLOY / "prometheus", capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_given_alert_rules_when_promtool_checks_then_valid():
+    result = subprocess.run([_promtool(), "check", "rules", "alerts.yml"],
+                            cwd=DEPLOY / "prometheus", capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_given_alert_unit_tests_when_promtool_runs_them_then_all_pass():
+    result = subprocess.run([_promtool(), "test", "rules", "alerts_test.yml"],
+                            cwd=DEPLOY / "prometheus", capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_given_alert_unit_tests_then_every_alert_is_tested_firing_and_silent():
+    alerts = {r["alert"] for g in yaml.safe_load((DEPLOY / "prometheus" / "alerts.yml")
+                                                  .read_text())["groups"] for r in g["rules"]}
+    tests = yaml.safe_load((DEPLOY / "prometheus" / "alerts_test.yml").read_text())["tests"]
+    fired, silent = set(), set()
+    for case in tests:
+        for check in case.get("alert_rule_test", []):
+            (fired if check["exp_alerts"] else silent).add(check["alertname"])
+    assert alerts == fired, f"never seen firing: {alerts - fired}"
+    assert alerts == silent, f"never seen silent: {alerts - silent}"
+
+
+# ------------------------------------------------------------------ Grafana
+DASHBOARD = json.loads((DEPLOY / "grafana" / "dashboards" / "facerec.json").read_text())
+
+
+def _dashboard_exprs() -> list[str]:
+    return [t["expr"] for p in DASHBOARD["panels"] for t in p.get("targets", [])]
+
+
+def test_given_dashboard_then_panels_cover_the_operations_views():
+    titles = " | ".join(p["title"].lower() for p in DASHBOARD["panels"])
+    for words in ("ingest rate", "kafka lag", "end-to-end latency", "stage", "utilisation",
+                  "backpressure", "matches and unknowns", "snapshot age", "api latency",
+                  "api errors"):
+        assert words in titles, words
+    ids = [p["id"] for p in DASHBOARD["panels"]]
+    assert len(ids) == len(set(ids))
+    exprs = " ".join(_dashboard_exprs())
+    for q in ("0.5", "0.95", "0.99"):
+        assert f"histogram_quantile({q}, sum by (le) (rate(facerec_job_latency_ms_bucket" in exprs
+    datasources = yaml.safe_load(
+        (DEPLOY / "grafana" / "provisioning" / "datasources" / "prometheus.yaml").read_text())
+    uids = {d["uid"] for d in datasources["datasources"]}
+    variable = next(v for v in DASHBOARD["templating"]["list"] if v["name"] == "datasource")
+    assert variable["current"]["value"] in uids
+    provider = yaml.safe_load(
+        (DEPLOY / "grafana" / "provisioning" / "dashboards" / "facerec.yaml").read_text())
+    path = provider["providers"][0]["options"]["path"]
+    assert ("./deploy/grafana/dashboards", path) in _volumes(SERVICES["grafana"])
+
+
+def test_given_dashboard_queries_when_promtool_parses_them_then_all_are_valid_promql(tmp_path):
+    subst = {"$__rate_interval": "1m", "${stage}": "gate", "$camera": ".*", "$group": "g",
+             "$frames_topic": "facerec.frames"}
+    rules = []
+    for i, expr in enumerate(_dashboard_exprs()):
+        for k, v in subst.items():
+            expr = expr.replace(k, v)
+        assert "$" not in expr, expr
+        rules.append({"record": f"dashboard:panel_query:{i}", "expr": expr})
+    (tmp_path / "dashboard_rules.yml").write_text(
+        yaml.safe_dump({"groups": [{"name": "dashboard", "rules": rules}]}))
+    result = subprocess.run([_promtool(), "check", "rules", str(tmp_path / "dashboard_rules.yml")],
+                            capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_given_dashboard_and_alerts_then_every_metric_they_read_is_documented():
+    alerts = (DEPLOY / "prometheus" / "alerts.yml").read_text()
+    used = set(re.findall(r"\b((?:facerec|flink|kafka)_[a-zA-Z0-9_]+)", " ".join(_dashboard_exprs())
+                                                                    + alerts))
+    used = {m for m in used if not m.endswith("_") and m not in {"facerec_recognition"}}
+    docs = (ROOT / "docs" / "metrics.md").read_text()
+    documented = set(re.findall(r"\b((?:facerec|flink|kafka)_[a-zA-Z0-9_]+)", docs))
+    # bucket families are documented by their base; facerec_job_${stage}_ms_bucket by its stages
+    missing = {m for m in used if m not in documented and not m.startswith("facerec_job_index_")}
+    assert not missing, f"undocumented metrics: {sorted(missing)}"
