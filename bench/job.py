@@ -146,12 +146,15 @@ def main() -> None:
         "--warmup", type=float, default=10.0, help="Seconds excluded from steady-state latency."
     )
     ap.add_argument("--skip-throughput", action="store_true")
+    ap.add_argument("--skip-realtime", action="store_true")
+    ap.add_argument("--max-frames", type=int, default=None, help="Override job.batch.max_frames.")
     ap.add_argument("--out", type=Path, default=Path("reports/bench_job.json"))
     args = ap.parse_args()
 
     root = Path(tempfile.mkdtemp(prefix="facerec-bench-"))
     data, videos = build_world(args.faces, root, args.cameras, args.fps)
     base = {"data_dir": str(data), "detector": {"type": args.detector}}
+    batch = {"max_frames": args.max_frames} if args.max_frames else {}
     result: dict = {
         "cameras": args.cameras,
         "fps_per_camera": args.fps,

@@ -62,14 +62,31 @@ class _Metrics:
     def __init__(self, ctx: RuntimeContext, operator: str) -> None:
         self.group = ctx.get_metrics_group().add_group("facerec").add_group("stage", operator)
         self._counters: dict[tuple[str, str], object] = {}
-        self._dists: dict[tuple[str, str], object] = {}
+        self._deferred: list[tuple[str, str, int, object]] = []
+        self.deferring = False
+        """While True (inside ``on_timer``), updates wait for ``flush_deferred`` in the next
+        ``process_element``: PyFlink drops metric updates made in timer callbacks (seen:
+        counts stopped growing once batches were flushed by timers)."""
 
-    def inc(self, name: str, camera: str = "", n: int = 1) -> None:
-        key = (name, camera)
+    def flush_deferred(self) -> None:
+        deferred, self._deferred = self._deferred, []
+        for name, camera, n, le in deferred:
+            self._count(name, camera, n, le)
+
+    def _count(self, name: str, camera: str, n: int, le: object = None) -> None:
+        if self.deferring:
+            self._deferred.append((name, camera, n, le))
+            return
+        key = (name if le is None else f"{name}@{le}", camera)
         if key not in self._counters:
             group = self.group.add_group("camera", camera) if camera else self.group
+            if le is not None:
+                group = group.add_group("le", str(le))
             self._counters[key] = group.counter(name)
         self._counters[key].inc(n)  # type: ignore[attr-defined]
+
+    def inc(self, name: str, camera: str = "", n: int = 1) -> None:
+        self._count(name, camera, n)
 
     def histogram(self, name: str, value_ms: float, camera: str = "") -> None:
         """Prometheus-style cumulative buckets as counters with an ``le`` label, so
@@ -81,18 +98,7 @@ class _Metrics:
         self.inc_labelled(name, camera, "+Inf")
 
     def inc_labelled(self, name: str, camera: str, le: object) -> None:
-        key = (f"{name}@{le}", camera)
-        if key not in self._counters:
-            group = self.group.add_group("camera", camera) if camera else self.group
-            self._counters[key] = group.add_group("le", str(le)).counter(name)
-        self._counters[key].inc(1)  # type: ignore[attr-defined]
-
-    def observe(self, name: str, value: int, camera: str = "") -> None:
-        key = (name, camera)
-        if key not in self._dists:
-            group = self.group.add_group("camera", camera) if camera else self.group
-            self._dists[key] = group.distribution(name)
-        self._dists[key].update(int(value))  # type: ignore[attr-defined]
+        self._count(name, camera, 1, le)
 
 
 class DecodeFrames(ProcessFunction):
@@ -138,6 +144,7 @@ class GateAndAnalyze(KeyedProcessFunction):
     def process_element(self, record: FrameRecord, ctx):
         from udfs.motion import MotionGate
 
+        self.metrics.flush_deferred()
         raw = self.gates.get(record.camera_id)
         motion = self.settings.job.motion
         gate = MotionGate.from_bytes(raw, motion) if raw is not None else MotionGate(motion)
@@ -173,7 +180,11 @@ class GateAndAnalyze(KeyedProcessFunction):
             timers.register_event_time_timer(END_OF_INPUT)
 
     def on_timer(self, timestamp: int, ctx):
-        yield from self._flush()
+        self.metrics.deferring = True
+        try:
+            yield from self._flush()
+        finally:
+            self.metrics.deferring = False
 
     def _flush(self):
         batch = list(self.buffer.get() or [])
@@ -183,8 +194,10 @@ class GateAndAnalyze(KeyedProcessFunction):
             return
         started = time.perf_counter()
         candidates, dead, stats = analyze_batch(self.engine, batch)
-        self.metrics.observe("batch_frames", len(batch))
-        self.metrics.observe("batch_ms", round((time.perf_counter() - started) * 1000))
+        # counters, not distributions: the Prometheus reporter exports no distribution value
+        self.metrics.inc("batches")
+        self.metrics.inc("batch_frames", n=len(batch))
+        self.metrics.inc("batch_ms", n=round((time.perf_counter() - started) * 1000))
         for c in candidates:
             self.metrics.inc("faces_embedded", c.camera_id)
             yield c
@@ -263,6 +276,7 @@ class MatchFaces(KeyedBroadcastProcessFunction):
         ctx.get_broadcast_state(INDEX_STATE).put("matcher", json.dumps(self.matcher.state()))
 
     def process_element(self, candidate: FaceCandidate, ctx):
+        self.metrics.flush_deferred()
         self._ensure(ctx)
         if not self.ready and now_ms() - self.opened_ms < self.index_wait_ms:
             self.waiting.add(candidate)
@@ -281,7 +295,11 @@ class MatchFaces(KeyedBroadcastProcessFunction):
         end_of_input = timestamp >= END_OF_INPUT
         if self.ready or end_of_input or now_ms() - self.opened_ms >= self.index_wait_ms:
             self.waiting.clear()
-            yield from self._emit(waiting)
+            self.metrics.deferring = True
+            try:
+                yield from self._emit(waiting)
+            finally:
+                self.metrics.deferring = False
         else:
             ctx.timer_service().register_processing_time_timer(now_ms() + 100)
 
