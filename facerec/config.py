@@ -150,7 +150,10 @@ class JobConfig(_Section):
     parallelism: int = Field(1, ge=1, le=256)
     checkpoint_interval_ms: int = Field(10_000, ge=100, description="Exactly-once barriers.")
     bundle_size: int = Field(16, ge=1, le=100_000, description="python.fn-execution.bundle.size")
-    bundle_time_ms: int = Field(15, ge=1, le=60_000, description="python.fn-execution.bundle.time")
+    bundle_time_ms: int = Field(
+        15, ge=1, le=60_000, description="python.fn-execution.bundle.time (ms). Measured: 1 ms "
+        "cut the paced reader's hop to ~30 ms but halved throughput on 2 cores."
+    )
     buffer_timeout_ms: int = Field(5, ge=0, le=10_000, description="Network buffer flush interval.")
     kafka_connector_jar: Path | None = Field(
         None, description="flink-sql-connector-kafka jar for the Kafka source/sink."

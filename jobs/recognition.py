@@ -39,6 +39,8 @@ from udfs.flink_functions import (
 
 log = logging.getLogger(__name__)
 ROOT = Path(__file__).resolve().parents[1]
+ANALYZE_SLOTS, MATCH_SLOTS = "analyze", "match"
+SLOT_GROUPS = 3  # default (sources, decode, sinks), analyze, match
 
 
 @dataclass
@@ -58,6 +60,10 @@ def manifests_dir(settings: Settings) -> Path:
 
 def create_env(settings: Settings, parallelism: int | None = None) -> StreamExecutionEnvironment:
     job = settings.job
+    # On a local MiniCluster PyFlink otherwise runs every Python operator inside this client
+    # process ("loopback"): one GIL for all of them, and TensorFlow next to py4j. Separate
+    # worker processes, as on a cluster, use every core.
+    os.environ.setdefault("_python_worker_execution_mode", "process")
     config = Configuration()
     config.set_string("python.execution-mode", "process")  # TensorFlow hangs in thread mode
     config.set_string("python.fn-execution.bundle.size", str(job.bundle_size))
@@ -65,6 +71,10 @@ def create_env(settings: Settings, parallelism: int | None = None) -> StreamExec
     config.set_string("python.executable", os.environ.get("FACEREC_PYTHON", sys.executable))
     config.set_string("python.client.executable", sys.executable)
     config.set_string("python.operator-chaining.enabled", "true")
+    # a local MiniCluster needs a slot per parallel instance of each slot-sharing group
+    config.set_string(
+        "taskmanager.numberOfTaskSlots", str(SLOT_GROUPS * (parallelism or job.parallelism))
+    )
     # Barriers overtake buffered data: the video sources' tick streams queue ahead of a
     # paced reader, and an aligned barrier would wait behind them for minutes.
     config.set_string("execution.checkpointing.unaligned.enabled", "true")
@@ -78,16 +88,20 @@ def create_env(settings: Settings, parallelism: int | None = None) -> StreamExec
 def build_pipeline(settings: Settings, frames: DataStream, index: DataStream) -> JobStreams:
     """The job proper; it does not know where ``frames`` and ``index`` come from."""
     records = frames.process(DecodeFrames(), output_type=Types.PICKLED_BYTE_ARRAY()).name("decode")
+    # PyFlink runs all Python operators of a slot in one Python process: the TensorFlow
+    # stage gets slots (so processes, so a GIL) of its own, apart from I/O and matching.
     analyzed = (
         records.key_by(lambda r: r.region, key_type=Types.STRING())
         .process(GateAndAnalyze(settings), output_type=Types.PICKLED_BYTE_ARRAY())
         .name("gate-detect-embed")
+        .slot_sharing_group(ANALYZE_SLOTS)
     )
     events = (
         analyzed.key_by(lambda c: c.region, key_type=Types.STRING())
         .connect(index.broadcast(INDEX_STATE))
         .process(MatchFaces(settings), output_type=Types.STRING())
         .name("match")
+        .slot_sharing_group(MATCH_SLOTS)
     )
     dead = [records.get_side_output(DEAD_LETTERS), analyzed.get_side_output(DEAD_LETTERS)]
     return JobStreams(events, dead, analyzed.get_side_output(FRAME_STATS))
