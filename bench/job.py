@@ -24,7 +24,7 @@ import numpy as np  # noqa: E402
 
 from facerec.config import Settings  # noqa: E402
 from facerec.evaluation import list_identities  # noqa: E402
-from facerec.synthetic import Segment, write_face_video  # noqa: E402
+from facerec.synthetic import Segment, gallery_from_photos, write_face_video  # noqa: E402
 
 
 def percentiles(values: list[float]) -> dict[str, float]:
@@ -43,20 +43,11 @@ def build_world(faces: Path, root: Path, cameras: int, fps: float) -> tuple[Path
     from udfs.engine import FaceEngine
 
     engine = FaceEngine(Settings())
-    train, val = list_identities(faces / "train"), list_identities(faces / "val")
-    tids, pids, vecs = [], [], []
-    for name, paths in train.items():
-        for p in paths[:8]:
-            try:
-                face = engine.single_face(p.read_bytes())
-            except Exception:  # noqa: S112 - skip unusable enrollment photos
-                continue
-            tids.append(f"{name}-{p.stem[:16]}")
-            pids.append(name)
-            vecs.append(face.embedding)
+    val = list_identities(faces / "val")
+    tids, pids, vecs = gallery_from_photos(engine, faces / "train", per_person=8)
     data = root / "data"
     info = write_snapshot(
-        data / "snapshots", tids, pids, np.stack(vecs), model_id=engine.model_id, max_change_seq=0
+        data / "snapshots", tids, pids, vecs, model_id=engine.model_id, max_change_seq=0
     )
     IndexPublisher(data / "manifests").publish_snapshot(info)
     names = sorted(val)
@@ -163,21 +154,24 @@ def main() -> None:
         "cpus": os.cpu_count(),
     }
 
-    live = Settings(
-        **base,
-        job={
-            "parallelism": args.parallelism,
-            "video": {"realtime": True, "loop": args.loops, "region": "bench"},
-        },
-    )
-    result["realtime"] = summarize(run_job(live, videos), args.warmup)
-    print(json.dumps(result["realtime"], indent=1), flush=True)
+    if not args.skip_realtime:
+        live = Settings(
+            **base,
+            job={
+                "parallelism": args.parallelism,
+                "batch": batch,
+                "video": {"realtime": True, "loop": args.loops, "region": "bench"},
+            },
+        )
+        result["realtime"] = summarize(run_job(live, videos), args.warmup)
+        print(json.dumps(result["realtime"], indent=1), flush=True)
 
     if not args.skip_throughput:
         fast = Settings(
             **base,
             job={
                 "parallelism": args.parallelism,
+                "batch": batch,
                 "motion": {"enabled": False},
                 "video": {"realtime": False, "region": "bench"},
             },

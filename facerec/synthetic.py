@@ -69,3 +69,32 @@ def write_face_video(
             truth.append((seg.identity, False))
     writer.release()
     return truth
+
+
+def gallery_from_photos(
+    engine, train_dir: Path, per_person: int, names: list[str] | None = None, skip: int = 0
+) -> tuple[list[str], list[str], np.ndarray]:
+    """(template ids, person ids, vectors) of the first ``per_person`` usable photos of each
+    ``train_dir/<identity>/`` (after ``skip``); photos without one good face are passed over."""
+    from facerec.evaluation import list_identities
+    from udfs.errors import FaceRecError
+
+    tids: list[str] = []
+    pids: list[str] = []
+    vecs: list[np.ndarray] = []
+    for name, paths in list_identities(train_dir).items():
+        if names is not None and name not in names:
+            continue
+        kept = 0
+        for p in paths[skip:]:
+            if kept == per_person:
+                break
+            try:
+                face = engine.single_face(p.read_bytes())
+            except FaceRecError:
+                continue
+            tids.append(f"{name}-{p.stem[:16]}")
+            pids.append(name)
+            vecs.append(face.embedding)
+            kept += 1
+    return tids, pids, np.stack(vecs)

@@ -26,6 +26,7 @@ from kafka.errors import KafkaError
 from prometheus_client import Counter, Gauge, Histogram
 
 from facerec.config import IngestConfig, KafkaConfig
+from index_builder.publish import kafka_client_options
 from jobs.spool import Spool
 
 log = logging.getLogger(__name__)
@@ -90,7 +91,7 @@ def producer_config(kafka: KafkaConfig, ingest: IngestConfig) -> dict[str, Any]:
         log.warning("the 'crc32c' package is missing: kafka-python falls back to a pure-Python "
                     "CRC (~10 ms per 90 kB frame), capping ingest near 70 frames/s")
     conf: dict[str, Any] = {
-        "bootstrap_servers": kafka.bootstrap_servers.split(","),
+        **kafka_client_options(kafka),  # servers, security protocol, SASL
         "acks": "all",
         "retries": ingest.kafka_retries,
         "max_in_flight_requests_per_connection": 1,
@@ -100,13 +101,7 @@ def producer_config(kafka: KafkaConfig, ingest: IngestConfig) -> dict[str, Any]:
         "max_block_ms": int(ingest.send_timeout_s * 1000),
         "request_timeout_ms": int(min(ingest.send_timeout_s, 30) * 1000),
         "delivery_timeout_ms": int(ingest.send_timeout_s * 3000),
-        "security_protocol": kafka.security_protocol,
     }
-    if kafka.sasl_mechanism:
-        conf["sasl_mechanism"] = kafka.sasl_mechanism
-        conf["sasl_plain_username"] = kafka.sasl_username
-        if kafka.sasl_password is not None:
-            conf["sasl_plain_password"] = kafka.sasl_password.get_secret_value()
     return conf
 
 

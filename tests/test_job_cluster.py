@@ -11,7 +11,6 @@ import time
 import urllib.request
 from pathlib import Path
 
-import numpy as np
 import pytest
 import yaml
 
@@ -77,23 +76,17 @@ def test_given_standalone_cluster_when_job_submitted_then_events_stored(
     from facerec.config import Settings
     from facerec.evaluation import list_identities
     from facerec.eventstore import open_event_store
-    from facerec.synthetic import Segment, write_face_video
+    from facerec.synthetic import Segment, gallery_from_photos, write_face_video
     from index_builder.publish import IndexPublisher
     from index_builder.snapshot import write_snapshot
     from jobs.job_cli import submit_command
 
     data = tmp_path / "data"
-    train, val = list_identities(celebrity5 / "train"), list_identities(celebrity5 / "val")
+    val = list_identities(celebrity5 / "val")
     names = ["ben_afflek", "madonna"]
-    tids, pids, vecs = [], [], []
-    for name in names:
-        for p in train[name][3:7]:
-            face = engine.single_face(p.read_bytes())
-            tids.append(p.stem[:20])
-            pids.append(name)
-            vecs.append(face.embedding)
+    tids, pids, vecs = gallery_from_photos(engine, celebrity5 / "train", 4, names, skip=3)
     info = write_snapshot(
-        data / "snapshots", tids, pids, np.stack(vecs), model_id=engine.model_id, max_change_seq=0
+        data / "snapshots", tids, pids, vecs, model_id=engine.model_id, max_change_seq=0
     )
     IndexPublisher(data / "manifests").publish_snapshot(info)
     video = tmp_path / "two.avi"

@@ -14,7 +14,7 @@ import pytest
 
 from facerec.config import Settings
 from facerec.records import FrameRecord
-from facerec.synthetic import Segment, write_face_video
+from facerec.synthetic import Segment, gallery_from_photos, write_face_video
 from index_builder.publish import IndexPublisher
 from index_builder.snapshot import write_snapshot
 from udfs.image import encode_jpeg
@@ -25,23 +25,7 @@ pytestmark = [pytest.mark.flink, pytest.mark.data]
 @pytest.fixture(scope="module")
 def gallery(engine, celebrity5):
     """Embeddings of the first 6 usable train photos of each identity."""
-    from facerec.evaluation import list_identities
-
-    tids, pids, vecs = [], [], []
-    for name, paths in list_identities(celebrity5 / "train").items():
-        kept = 0
-        for p in paths:
-            if kept == 6:
-                break
-            try:
-                face = engine.single_face(p.read_bytes())
-            except Exception:  # noqa: S112 - unusable enrollment photo: take the next one
-                continue
-            tids.append(f"{name}-{p.stem[:16]}")
-            pids.append(name)
-            vecs.append(face.embedding)
-            kept += 1
-    return tids, pids, np.stack(vecs)
+    return gallery_from_photos(engine, celebrity5 / "train", per_person=6)
 
 
 @pytest.fixture(scope="module")

@@ -11,7 +11,6 @@ import uuid
 from pathlib import Path
 
 import cv2
-import numpy as np
 import pytest
 from kafka import KafkaProducer
 from typer.testing import CliRunner
@@ -19,7 +18,7 @@ from typer.testing import CliRunner
 from facerec.config import Settings
 from facerec.eventstore import open_event_store
 from facerec.records import FrameRecord, RecognitionEvent, make_frame_id, now_ms
-from facerec.synthetic import Segment, write_face_video
+from facerec.synthetic import Segment, gallery_from_photos, write_face_video
 from index_builder.snapshot import write_snapshot
 from jobs.kafka_range import RangeError, parse_offsets, parse_time
 from jobs.replay import ReplayRequest, replay_events_to_store, run_replay
@@ -38,23 +37,7 @@ FIRST_PART = 20
 @pytest.fixture(scope="module")
 def gallery(engine, celebrity5):
     """3 usable train photos per identity of celebrity5 (all 5 identities)."""
-    from facerec.evaluation import list_identities
-
-    tids, pids, vecs = [], [], []
-    for name, paths in list_identities(celebrity5 / "train").items():
-        kept = 0
-        for p in paths:
-            if kept == 3:
-                break
-            try:
-                face = engine.single_face(p.read_bytes())
-            except Exception:  # noqa: S112 - unusable enrollment photo: take the next one
-                continue
-            tids.append(f"{name}-{p.stem[:16]}")
-            pids.append(name)
-            vecs.append(face.embedding)
-            kept += 1
-    return tids, pids, np.stack(vecs)
+    return gallery_from_photos(engine, celebrity5 / "train", per_person=3)
 
 
 def _payloads(video: Path, camera: str = "cam-1") -> list[bytes]:
