@@ -121,7 +121,7 @@ def test_given_new_snapshot_mid_stream_when_published_then_matches_change(tmp_pa
     settings, publisher, manifest = _world(
         tmp_path,
         gallery,
-        video={"realtime": True, "loop": 2, "region": "lobby"},
+        video={"realtime": True, "loop": 3, "region": "lobby"},
         checkpoint_interval_ms=1000,
     )
     tids, pids, vecs = gallery
