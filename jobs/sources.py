@@ -120,9 +120,12 @@ class CameraReader:
     """Reads one camera sequentially; ``read(seq)`` returns the encoded frame record for
     sequence ``seq`` or None past the end. Paces to the camera's rate when ``realtime``."""
 
-    def __init__(self, spec: CameraSpec, settings: Settings) -> None:
+    def __init__(self, spec: CameraSpec, settings: Settings, paced: bool = False) -> None:
+        """``paced``: ticks already arrive at the camera's rate (a rate-limited source), so
+        the reader must not sleep."""
         self.spec = spec
         self.cfg = settings.job.video
+        self.paced = paced
         self.cap: cv2.VideoCapture | None = None
         self.next_seq = 0
         self.loops_done = 0
@@ -167,7 +170,7 @@ class CameraReader:
             if frame is None:
                 return None
             self.next_seq += 1
-        if self.cfg.realtime:
+        if self.cfg.realtime and not self.paced:
             if self.started is None:
                 self.started = time.monotonic() - seq / self.spec.fps
             delay = self.started + seq / self.spec.fps - time.monotonic()
