@@ -225,6 +225,9 @@ class MatchFaces(KeyedBroadcastProcessFunction):
         self.waiting = ctx.get_list_state(
             ListStateDescriptor("waiting", Types.PICKLED_BYTE_ARRAY())
         )
+        # keys with candidates parked in ``waiting`` by this instance; after a restore the
+        # restored timers release what was parked before
+        self.keys_waiting: set[str] = set()
         self.metrics = _Metrics(ctx, "match")
         self.metrics.group.gauge("snapshot_age_seconds", self._snapshot_age)
 
@@ -280,12 +283,18 @@ class MatchFaces(KeyedBroadcastProcessFunction):
         self._ensure(ctx)
         if not self.ready and now_ms() - self.opened_ms < self.index_wait_ms:
             self.waiting.add(candidate)
+            self.keys_waiting.add(ctx.get_current_key())
             timers = ctx.timer_service()
             timers.register_processing_time_timer(timers.current_processing_time() + 100)
             timers.register_event_time_timer(END_OF_INPUT)
             return
-        yield from self._emit([*list(self.waiting.get() or []), candidate])
-        self.waiting.clear()
+        earlier: list[FaceCandidate] = []
+        key = ctx.get_current_key()
+        if key in self.keys_waiting:  # skip two state round trips per face once running
+            earlier = list(self.waiting.get() or [])
+            self.waiting.clear()
+            self.keys_waiting.discard(key)
+        yield from self._emit([*earlier, candidate])
 
     def on_timer(self, timestamp: int, ctx):
         self._ensure(ctx)
@@ -295,6 +304,7 @@ class MatchFaces(KeyedBroadcastProcessFunction):
         end_of_input = timestamp >= END_OF_INPUT
         if self.ready or end_of_input or now_ms() - self.opened_ms >= self.index_wait_ms:
             self.waiting.clear()
+            self.keys_waiting.discard(ctx.get_current_key())
             self.metrics.deferring = True
             try:
                 yield from self._emit(waiting)
