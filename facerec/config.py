@@ -134,10 +134,49 @@ class MotionConfig(_Section):
 class BatchConfig(_Section):
     max_frames: int = Field(16, ge=1, le=256, description="Frames per detect/embed batch.")
     max_wait_ms: int = Field(50, ge=1, le=10_000, description="Flush a partial batch after this.")
+    realtime_lag_ms: int = Field(
+        150,
+        ge=0,
+        le=60_000,
+        description="A frame younger than this (now - ingest time) is analysed at once with "
+        "whatever its region has buffered: the job keeps up and batching would only add "
+        "latency. Older frames mean a queue has formed; they are batched up to max_frames / "
+        "max_wait_ms to catch up. 0 = always batch. Compares clocks of the ingest host and "
+        "the job's workers: keep them in sync (NTP).",
+    )
+
+
+class TrackConfig(_Section):
+    reuse_ms: int = Field(
+        1000,
+        ge=0,
+        le=60_000,
+        description="Reuse the embedding of the same face in the camera's previous analysed "
+        "frame for up to this long (0 = embed every face of every frame). The face is still "
+        "detected and matched in every frame.",
+    )
+    min_iou: float = Field(
+        0.3, gt=0.0, le=1.0, description="Box overlap with the earlier face to count as it."
+    )
+    min_similarity: float = Field(
+        0.85,
+        ge=-1.0,
+        le=1.0,
+        description="Correlation of 24x24 grey thumbnails of the aligned crops to count as "
+        "the same face (a new person in the same spot must fail it).",
+    )
+    max_gap_ms: int = Field(
+        1000, ge=0, description="The earlier face must be from a frame at most this old."
+    )
 
 
 class VideoSourceConfig(_Section):
-    region: str = Field("default", description="Region of cameras read by the job itself.")
+    region: str = Field(
+        "default",
+        description="Region of cameras read by the job itself; `{camera}` is replaced by the "
+        "camera id (one region per camera). The job is keyed by region: regions are its unit "
+        "of parallelism.",
+    )
     fps: float = Field(0.0, ge=0.0, le=120, description="Frame-rate cap; 0 = the file's own rate.")
     realtime: bool = Field(
         True, description="Pace files at their frame rate like a live camera (false = fast)."
@@ -151,8 +190,11 @@ class JobConfig(_Section):
     checkpoint_interval_ms: int = Field(10_000, ge=100, description="Exactly-once barriers.")
     bundle_size: int = Field(16, ge=1, le=100_000, description="python.fn-execution.bundle.size")
     bundle_time_ms: int = Field(
-        15, ge=1, le=60_000, description="python.fn-execution.bundle.time (ms). Measured: 1 ms "
-        "cut the paced reader's hop to ~30 ms but halved throughput on 2 cores."
+        15,
+        ge=1,
+        le=60_000,
+        description="python.fn-execution.bundle.time (ms). Measured: 1 ms "
+        "cut the paced reader's hop to ~30 ms but halved throughput on 2 cores.",
     )
     buffer_timeout_ms: int = Field(5, ge=0, le=10_000, description="Network buffer flush interval.")
     kafka_connector_jar: Path | None = Field(
@@ -165,6 +207,7 @@ class JobConfig(_Section):
     index_poll_ms: int = Field(500, ge=50, description="How often the local index dir is polled.")
     motion: MotionConfig = Field(default_factory=MotionConfig)
     batch: BatchConfig = Field(default_factory=BatchConfig)
+    track: TrackConfig = Field(default_factory=TrackConfig)
     video: VideoSourceConfig = Field(default_factory=VideoSourceConfig)
 
 

@@ -119,9 +119,13 @@ def paced_ticks(env: StreamExecutionEnvironment, count: int, rate: float) -> Dat
 
 # ------------------------------------------------------------------------------ index (local)
 class WatchIndexDir(FlatMapFunction):
-    """Each tick: emit index messages newly written to the manifests directory (in name
-    order), then wait ``poll_ms``. Stops waiting once every camera left a ``.done`` marker,
-    so a bounded video run ends."""
+    """Every ``poll_ms``: emit index messages newly written to the manifests directory (in
+    name order). Between polls each tick sleeps at most ``TICK_S``: a checkpoint waits for
+    the operator's whole bundle of ticks, so one long sleep per tick would hold every
+    checkpoint for bundle size x ``poll_ms``. Stops once every camera left a ``.done``
+    marker, so a bounded video run ends."""
+
+    TICK_S = 0.02
 
     def __init__(self, directory: str, done_dir: str, cameras: list[str], poll_ms: int) -> None:
         self.directory, self.done_dir = directory, done_dir
@@ -130,10 +134,16 @@ class WatchIndexDir(FlatMapFunction):
     def open(self, ctx: RuntimeContext) -> None:
         self.seen: set[str] = set()
         self.finished = False
+        self.next_poll = 0.0
 
     def flat_map(self, tick):
         if self.finished:
             return
+        now = time.monotonic()
+        if now < self.next_poll:
+            time.sleep(min(self.TICK_S, self.next_poll - now))
+            return
+        self.next_poll = now + self.poll_ms / 1000
         directory = Path(self.directory)
         if directory.is_dir():
             for path in sorted(directory.glob("*.json")):
@@ -151,8 +161,6 @@ class WatchIndexDir(FlatMapFunction):
         done = Path(self.done_dir)
         if self.cameras and all((done / f"{c}.done").exists() for c in self.cameras):
             self.finished = True
-            return
-        time.sleep(self.poll_ms / 1000)
 
 
 def local_index(
@@ -165,7 +173,7 @@ def local_index(
     bounded = not any(c.live for c in cameras)
     if bounded:  # enough ticks to outlast the videos played in real time, with margin
         seconds = max(c.frames / c.fps for c in cameras) * settings.job.video.loop + 120
-        ticks = int(seconds * 1000 / settings.job.index_poll_ms)
+        ticks = int(seconds / WatchIndexDir.TICK_S)
     else:
         ticks = 2**62
     watcher = WatchIndexDir(

@@ -1,9 +1,8 @@
 """The recognition job (PyFlink DataStream).
 
-    frames --decode--> key_by(region) --gate + micro-batch + detect + embed-->
-    key_by(region) --connect(broadcast index)--> match --> events
-                                                           -> event store (idempotent)
-                                                           -> Kafka events topic
+    frames --decode--> key_by(region) --connect(broadcast index)-->
+        gate + micro-batch + detect + embed + match --> events -> event store (idempotent)
+                                                               -> Kafka events topic
     dead letters (side outputs) -> JSON lines / Kafka dead-letter topic
 
 Run it embedded (``facerec job run --source video:PATH``) or submit this file to a
@@ -32,15 +31,14 @@ from udfs.flink_functions import (
     INDEX_STATE,
     AppendJsonLines,
     DecodeFrames,
-    GateAndAnalyze,
-    MatchFaces,
+    RecognizeFrames,
     StoreEvents,
 )
 
 log = logging.getLogger(__name__)
 ROOT = Path(__file__).resolve().parents[1]
-ANALYZE_SLOTS, MATCH_SLOTS = "analyze", "match"
-SLOT_GROUPS = 3  # default (sources, decode, sinks), analyze, match
+RECOGNIZE_SLOTS = "recognize"
+SLOT_GROUPS = 2  # default (sources, decode, sinks), recognize
 
 
 @dataclass
@@ -88,23 +86,19 @@ def create_env(settings: Settings, parallelism: int | None = None) -> StreamExec
 def build_pipeline(settings: Settings, frames: DataStream, index: DataStream) -> JobStreams:
     """The job proper; it does not know where ``frames`` and ``index`` come from."""
     records = frames.process(DecodeFrames(), output_type=Types.PICKLED_BYTE_ARRAY()).name("decode")
-    # PyFlink runs all Python operators of a slot in one Python process: the TensorFlow
-    # stage gets slots (so processes, so a GIL) of its own, apart from I/O and matching.
-    analyzed = (
+    # One operator from gate to match: every hop between Python operators costs a bundle
+    # flush and a queue (measured: the analyse->match hop had a p95 of 2.7 s). PyFlink runs
+    # the Python operators of a slot in one process: the TensorFlow stage gets slots (so
+    # processes, so a GIL) of its own, apart from sources, decoding and sinks.
+    recognized = (
         records.key_by(lambda r: r.region, key_type=Types.STRING())
-        .process(GateAndAnalyze(settings), output_type=Types.PICKLED_BYTE_ARRAY())
-        .name("gate-detect-embed")
-        .slot_sharing_group(ANALYZE_SLOTS)
-    )
-    events = (
-        analyzed.key_by(lambda c: c.region, key_type=Types.STRING())
         .connect(index.broadcast(INDEX_STATE))
-        .process(MatchFaces(settings), output_type=Types.STRING())
-        .name("match")
-        .slot_sharing_group(MATCH_SLOTS)
+        .process(RecognizeFrames(settings), output_type=Types.STRING())
+        .name("recognize")
+        .slot_sharing_group(RECOGNIZE_SLOTS)
     )
-    dead = [records.get_side_output(DEAD_LETTERS), analyzed.get_side_output(DEAD_LETTERS)]
-    return JobStreams(events, dead, analyzed.get_side_output(FRAME_STATS))
+    dead = [records.get_side_output(DEAD_LETTERS), recognized.get_side_output(DEAD_LETTERS)]
+    return JobStreams(recognized, dead, recognized.get_side_output(FRAME_STATS))
 
 
 def attach_sinks(settings: Settings, streams: JobStreams, kafka: bool) -> JobStreams:
@@ -121,7 +115,7 @@ def attach_sinks(settings: Settings, streams: JobStreams, kafka: bool) -> JobStr
             AppendJsonLines(str(data_dir(settings) / "deadletters"), f"deadletters-{stage}"),
             output_type=Types.STRING(),
         ).name(f"dead-letter-file-{stage}")
-        for stage, side in zip(("decode", "analyze"), streams.dead_letters, strict=True)
+        for stage, side in zip(("decode", "recognize"), streams.dead_letters, strict=True)
     ]
     dead = written[0].union(*written[1:])
     stats = streams.frame_stats.map(lambda s: s, output_type=Types.STRING()).name("frame-stats")

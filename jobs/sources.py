@@ -88,11 +88,12 @@ def parse_video_source(spec: str, settings: Settings) -> list[CameraSpec]:
         out_fps = min(fps, cfg.fps) if cfg.fps and fps else (cfg.fps or fps or 25.0)
         step = max(1, round(fps / out_fps)) if fps else 1
         name = Path(url.split("?")[0]).stem if not live else url.rstrip("/").split("/")[-1]
+        camera_id = _unique(name, [c.camera_id for c in cameras])
         cameras.append(
             CameraSpec(
-                camera_id=_unique(name, [c.camera_id for c in cameras]),
+                camera_id=camera_id,
                 url=url,
-                region=cfg.region,
+                region=cfg.region.replace("{camera}", camera_id),
                 live=live,
                 fps=out_fps,
                 frames=0 if live else math.ceil(count / step) * cfg.loop,

@@ -6,7 +6,7 @@ Plain Python (no Flink): the job, the API and ``facerec eval`` all call this.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -74,27 +74,46 @@ class FaceEngine:
         frames: Sequence[np.ndarray],
         detections: Sequence[Sequence[Detection]],
         embed_rejected: bool = False,
+        reuse: Callable[[int, Face, np.ndarray], Face | None] | None = None,
     ) -> list[list[Face]]:
-        """Align and quality-check every detection, then embed all accepted ones in one call."""
+        """Align and quality-check every detection, then embed all accepted ones in one call.
+
+        ``reuse(frame_index, face, standardised_crop)`` may name an earlier face, from an
+        earlier call or earlier in this one, that is the same face (udfs/track.py): this
+        face then takes its embedding instead of a FaceNet pass of its own."""
         faces: list[list[Face]] = []
         crops: list[np.ndarray] = []
         slots: list[tuple[int, int]] = []
+        shared: list[tuple[Face, Face]] = []  # (face, the earlier face it takes after)
         for i, (frame, dets) in enumerate(zip(frames, detections, strict=True)):
             row = []
             for det in dets:
-                crop = crop_face(frame, det, self.settings.align)
-                quality = assess(det, sharpness(frame, det), self.settings.quality)
-                if quality.ok or embed_rejected:
-                    crops.append(standardize(crop, self.settings.align.standardization))
-                    slots.append((i, len(row)))
+                face = Face(
+                    det,
+                    assess(det, sharpness(frame, det), self.settings.quality),
+                    None,
+                    self.model_id,
+                )
+                row.append(face)
+                if not (face.quality.ok or embed_rejected):
+                    log.debug("face rejected in frame %d: %s", i, "; ".join(face.quality.reasons))
+                    continue
+                crop = standardize(
+                    crop_face(frame, det, self.settings.align), self.settings.align.standardization
+                )
+                earlier = reuse(i, face, crop) if reuse is not None else None
+                if earlier is not None:
+                    shared.append((face, earlier))
                 else:
-                    log.debug("face rejected in frame %d: %s", i, "; ".join(quality.reasons))
-                row.append(Face(det, quality, None, self.model_id))
+                    crops.append(crop)
+                    slots.append((i, len(row) - 1))
             faces.append(row)
         if crops:
             vectors = self.embed_crops(np.stack(crops))
             for (i, j), vec in zip(slots, vectors, strict=True):
                 faces[i][j].embedding = vec
+        for face, earlier in shared:  # in order: an earlier face is resolved first
+            face.embedding = earlier.embedding
         return faces
 
     def embed_crops(self, crops: np.ndarray) -> np.ndarray:

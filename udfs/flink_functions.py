@@ -15,7 +15,6 @@ from pyflink.common import Types
 from pyflink.datastream import OutputTag
 from pyflink.datastream.functions import (
     KeyedBroadcastProcessFunction,
-    KeyedProcessFunction,
     MapFunction,
     ProcessFunction,
     RuntimeContext,
@@ -30,13 +29,13 @@ from facerec.config import Settings
 from facerec.records import DeadLetter, FrameRecord, RecognitionEvent, now_ms
 from udfs.errors import FaceRecError
 from udfs.pipeline import (
-    FaceCandidate,
     FrameStat,
     analyze_batch,
     decode_record,
     gate_frame,
     to_events,
 )
+from udfs.track import FaceTracks
 
 log = logging.getLogger(__name__)
 
@@ -117,13 +116,26 @@ class DecodeFrames(ProcessFunction):
         yield record
 
 
-class GateAndAnalyze(KeyedProcessFunction):
-    """Keyed by region. Per camera (map state): the motion gate. Frames that pass are
-    buffered in keyed list state and analysed in micro-batches, flushed at ``max_frames``
-    or ``max_wait_ms`` (a processing-time timer), so TensorFlow always runs batched."""
+class RecognizeFrames(KeyedBroadcastProcessFunction):
+    """Frames keyed by region x broadcast index messages: motion gate, micro-batch, detect +
+    embed and match in one operator, so a frame crosses the Java/Python boundary once and
+    waits in no queue between TensorFlow and the matcher.
 
-    def __init__(self, settings: Settings) -> None:
+    Per camera (map state): the motion gate. Batching adapts to load: a frame younger than
+    ``batch.realtime_lag_ms`` (the job keeps up) is analysed at once together with whatever
+    its region has buffered, since waiting would only add latency. Older frames mean a queue
+    has formed: they collect in keyed list state and are analysed ``max_frames`` at a time,
+    or after ``max_wait_ms`` (a processing-time timer), so TensorFlow runs batched while the
+    job catches up.
+
+    The matcher (current snapshot, deltas, tombstones) lives in broadcast state, so a
+    restarted job resumes with its snapshot. Until the first index message arrives (or
+    ``index_wait_ms`` passes) frames stay buffered rather than being matched against an
+    empty gallery."""
+
+    def __init__(self, settings: Settings, index_wait_ms: int = 3000) -> None:
         self.settings = settings  # pickled with the function: secrets stay intact
+        self.index_wait_ms = index_wait_ms
 
     def open(self, ctx: RuntimeContext) -> None:
         from udfs.engine import FaceEngine
@@ -131,106 +143,22 @@ class GateAndAnalyze(KeyedProcessFunction):
         self.batch_cfg = self.settings.job.batch
         self.engine = FaceEngine(self.settings)
         self.engine.warmup()
+        self.tracks = FaceTracks(self.settings.job.track)
         self.gates = ctx.get_map_state(
             MapStateDescriptor("gates", Types.STRING(), Types.PICKLED_BYTE_ARRAY())
         )
         self.buffer = ctx.get_list_state(ListStateDescriptor("batch", Types.PICKLED_BYTE_ARRAY()))
         self.pending = ctx.get_state(ValueStateDescriptor("pending", Types.LONG()))
-        self.metrics = _Metrics(ctx, "analyze")
+        self.matcher = None
+        self.ready = False
+        self.opened_ms = now_ms()
+        self.metrics = _Metrics(ctx, "recognize")
+        self.metrics.group.gauge("snapshot_age_seconds", self._snapshot_age)
 
     def close(self) -> None:
         self.engine.embedder.close()
 
-    def process_element(self, record: FrameRecord, ctx):
-        from udfs.motion import MotionGate
-
-        self.metrics.flush_deferred()
-        raw = self.gates.get(record.camera_id)
-        motion = self.settings.job.motion
-        gate = MotionGate.from_bytes(raw, motion) if raw is not None else MotionGate(motion)
-        decision = gate_frame(gate, record)
-        self.gates.put(record.camera_id, gate.to_bytes())
-        if isinstance(decision, DeadLetter):
-            self.metrics.inc("dead_letters", record.camera_id)
-            yield DEAD_LETTERS, decision.to_json()
-            return
-        if not decision.passed:
-            self.metrics.inc("frames_gated_out", record.camera_id)
-            yield (
-                FRAME_STATS,
-                _stat_json(
-                    FrameStat(
-                        record.camera_id, record.region, record.frame_id, False, decision.reason
-                    )
-                ),
-            )
-            return
-        self.metrics.inc("frames_passed", record.camera_id)
-        self.buffer.add((record, {"ingest": record.ingest_ts, "gate": now_ms()}))
-        n = (self.pending.value() or 0) + 1
-        if n >= self.batch_cfg.max_frames:
-            yield from self._flush()
-            return
-        self.pending.update(n)
-        if n == 1:
-            timers = ctx.timer_service()
-            timers.register_processing_time_timer(
-                timers.current_processing_time() + self.batch_cfg.max_wait_ms
-            )
-            timers.register_event_time_timer(END_OF_INPUT)
-
-    def on_timer(self, timestamp: int, ctx):
-        self.metrics.deferring = True
-        try:
-            yield from self._flush()
-        finally:
-            self.metrics.deferring = False
-
-    def _flush(self):
-        batch = list(self.buffer.get() or [])
-        self.buffer.clear()
-        self.pending.clear()
-        if not batch:
-            return
-        started = time.perf_counter()
-        candidates, dead, stats = analyze_batch(self.engine, batch)
-        # counters, not distributions: the Prometheus reporter exports no distribution value
-        self.metrics.inc("batches")
-        self.metrics.inc("batch_frames", n=len(batch))
-        self.metrics.inc("batch_ms", n=round((time.perf_counter() - started) * 1000))
-        for c in candidates:
-            self.metrics.inc("faces_embedded", c.camera_id)
-            yield c
-        for d in dead:
-            self.metrics.inc("dead_letters", d.camera_id or "")
-            yield DEAD_LETTERS, d.to_json()
-        for s in stats:
-            yield FRAME_STATS, _stat_json(s)
-
-
-class MatchFaces(KeyedBroadcastProcessFunction):
-    """Keyed candidates x broadcast index messages. The matcher (current snapshot, deltas,
-    tombstones) lives in broadcast state, so a restarted job resumes with its snapshot.
-    Until the first index message arrives (or ``index_wait_ms`` passes) candidates wait in
-    keyed state rather than being matched against an empty gallery."""
-
-    def __init__(self, settings: Settings, index_wait_ms: int = 3000) -> None:
-        self.settings = settings
-        self.index_wait_ms = index_wait_ms
-
-    def open(self, ctx: RuntimeContext) -> None:
-        self.matcher = None
-        self.ready = False
-        self.opened_ms = now_ms()
-        self.waiting = ctx.get_list_state(
-            ListStateDescriptor("waiting", Types.PICKLED_BYTE_ARRAY())
-        )
-        # keys with candidates parked in ``waiting`` by this instance; after a restore the
-        # restored timers release what was parked before
-        self.keys_waiting: set[str] = set()
-        self.metrics = _Metrics(ctx, "match")
-        self.metrics.group.gauge("snapshot_age_seconds", self._snapshot_age)
-
+    # ---------------------------------------------------------------- index (broadcast side)
     def _snapshot_age(self) -> int:
         """Seconds since the current snapshot was built (-1 before the first one)."""
         from datetime import datetime
@@ -278,42 +206,82 @@ class MatchFaces(KeyedBroadcastProcessFunction):
         self.metrics.inc(f"index_{message.get('kind', 'unknown')}")
         ctx.get_broadcast_state(INDEX_STATE).put("matcher", json.dumps(self.matcher.state()))
 
-    def process_element(self, candidate: FaceCandidate, ctx):
+    # ---------------------------------------------------------------- frames (keyed side)
+    def process_element(self, record: FrameRecord, ctx):
+        from udfs.motion import MotionGate
+
         self.metrics.flush_deferred()
         self._ensure(ctx)
-        if not self.ready and now_ms() - self.opened_ms < self.index_wait_ms:
-            self.waiting.add(candidate)
-            self.keys_waiting.add(ctx.get_current_key())
-            timers = ctx.timer_service()
-            timers.register_processing_time_timer(timers.current_processing_time() + 100)
-            timers.register_event_time_timer(END_OF_INPUT)
+        raw = self.gates.get(record.camera_id)
+        motion = self.settings.job.motion
+        gate = MotionGate.from_bytes(raw, motion) if raw is not None else MotionGate(motion)
+        decision = gate_frame(gate, record)
+        self.gates.put(record.camera_id, gate.to_bytes())
+        if isinstance(decision, DeadLetter):
+            self.metrics.inc("dead_letters", record.camera_id)
+            yield DEAD_LETTERS, decision.to_json()
             return
-        earlier: list[FaceCandidate] = []
-        key = ctx.get_current_key()
-        if key in self.keys_waiting:  # skip two state round trips per face once running
-            earlier = list(self.waiting.get() or [])
-            self.waiting.clear()
-            self.keys_waiting.discard(key)
-        yield from self._emit([*earlier, candidate])
+        if not decision.passed:
+            self.metrics.inc("frames_gated_out", record.camera_id)
+            stat = FrameStat(
+                record.camera_id, record.region, record.frame_id, False, decision.reason
+            )
+            yield FRAME_STATS, _stat_json(stat)
+            return
+        self.metrics.inc("frames_passed", record.camera_id)
+        gated_at = now_ms()
+        item = (record, {"ingest": record.ingest_ts, "gate": gated_at})
+        n = (self.pending.value() or 0) + 1
+        lag_limit = self.batch_cfg.realtime_lag_ms
+        keeping_up = lag_limit > 0 and gated_at - record.ingest_ts <= lag_limit
+        if self.ready and (keeping_up or n >= self.batch_cfg.max_frames):
+            buffered = list(self.buffer.get() or []) if n > 1 else []
+            if n > 1:
+                self.buffer.clear()
+                self.pending.clear()
+            yield from self._analyze([*buffered, item])
+            return
+        self.buffer.add(item)
+        self.pending.update(n)
+        if n == 1:
+            timers = ctx.timer_service()
+            wait = self.batch_cfg.max_wait_ms if self.ready else 100
+            timers.register_processing_time_timer(timers.current_processing_time() + wait)
+            timers.register_event_time_timer(END_OF_INPUT)
 
     def on_timer(self, timestamp: int, ctx):
         self._ensure(ctx)
-        waiting = list(self.waiting.get() or [])
-        if not waiting:
+        if not self.pending.value():
             return
         end_of_input = timestamp >= END_OF_INPUT
-        if self.ready or end_of_input or now_ms() - self.opened_ms >= self.index_wait_ms:
-            self.waiting.clear()
-            self.keys_waiting.discard(ctx.get_current_key())
-            self.metrics.deferring = True
-            try:
-                yield from self._emit(waiting)
-            finally:
-                self.metrics.deferring = False
-        else:
-            ctx.timer_service().register_processing_time_timer(now_ms() + 100)
+        if not (self.ready or end_of_input or now_ms() - self.opened_ms >= self.index_wait_ms):
+            ctx.timer_service().register_processing_time_timer(now_ms() + 100)  # wait for index
+            return
+        batch = list(self.buffer.get() or [])
+        self.buffer.clear()
+        self.pending.clear()
+        self.metrics.deferring = True
+        try:
+            yield from self._analyze(batch)
+        finally:
+            self.metrics.deferring = False
 
-    def _emit(self, candidates: list[FaceCandidate]):
+    def _analyze(self, batch):
+        started = time.perf_counter()
+        candidates, dead, stats = analyze_batch(self.engine, batch, self.tracks)
+        # counters, not distributions: the Prometheus reporter exports no distribution value
+        self.metrics.inc("batches")
+        self.metrics.inc("batch_frames", n=len(batch))
+        self.metrics.inc("batch_ms", n=round((time.perf_counter() - started) * 1000))
+        for d in dead:
+            self.metrics.inc("dead_letters", d.camera_id or "")
+            yield DEAD_LETTERS, d.to_json()
+        for s in stats:
+            if s.reused:
+                self.metrics.inc("faces_reused", s.camera_id, s.reused)
+            yield FRAME_STATS, _stat_json(s)
+        for c in candidates:
+            self.metrics.inc("faces_embedded", c.camera_id)
         for event in to_events(candidates, self.matcher):
             self.metrics.inc("matches" if event.matched else "unknowns", event.camera_id)
             stages = event.stages

@@ -24,9 +24,10 @@ from facerec.records import (
     make_event_id,
     now_ms,
 )
-from udfs.engine import FaceEngine
+from udfs.engine import Face, FaceEngine
 from udfs.errors import FaceRecError
 from udfs.motion import GateDecision, MotionGate
+from udfs.track import FaceTracks, Track, thumbnail
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +59,8 @@ class FrameStat:
     reason: str
     faces: int = 0
     rejected: int = 0
+    reused: int = 0
+    """Faces that took the embedding of the same face in an earlier frame."""
 
 
 @dataclass
@@ -89,10 +92,14 @@ def gate_frame(gate: MotionGate, record: FrameRecord) -> GateDecision | DeadLett
 
 
 def analyze_batch(
-    engine: FaceEngine, batch: Sequence[tuple[FrameRecord, dict[str, int]]]
+    engine: FaceEngine,
+    batch: Sequence[tuple[FrameRecord, dict[str, int]]],
+    tracks: FaceTracks | None = None,
 ) -> tuple[list[FaceCandidate], list[DeadLetter], list[FrameStat]]:
     """Decode, detect and embed a batch of gated frames with one detector and one FaceNet
-    call. Frames whose JPEG does not decode become dead letters; the rest go on."""
+    call. Frames whose JPEG does not decode become dead letters; the rest go on. With
+    ``tracks``, a face continuing one of its camera's previous frame reuses that
+    embedding (udfs/track.py) and its stages carry ``reused``: when that was computed."""
     frames, kept, dead = [], [], []
     for record, stages in batch:
         try:
@@ -111,8 +118,21 @@ def analyze_batch(
             )
     detections = engine.detect(frames)
     detected_at = now_ms()
-    faces = engine.embed_detections(frames, detections)
+    reused: dict[int, Track] = {}  # id(face) -> the earlier face's track
+
+    def reuse(i: int, face: Face, crop: np.ndarray) -> Face | None:
+        assert tracks is not None
+        record = kept[i][0]
+        earlier = tracks.link(record.camera_id, face.box, thumbnail(crop), face, record.capture_ts)
+        if earlier is None:
+            return None
+        reused[id(face)] = earlier
+        return earlier.face
+
+    faces = engine.embed_detections(frames, detections, reuse=reuse if tracks else None)
     embedded_at = now_ms()
+    if tracks is not None:
+        tracks.stamp(embedded_at)
     candidates, stats = [], []
     for (record, stages), row in zip(kept, faces, strict=True):
         accepted = [(i, f) for i, f in enumerate(row) if f.embedding is not None]
@@ -125,6 +145,7 @@ def analyze_batch(
                 "analyzed",
                 faces=len(row),
                 rejected=len(row) - len(accepted),
+                reused=sum(1 for _, f in accepted if id(f) in reused),
             )
         )
         for i, face in accepted:
@@ -140,7 +161,12 @@ def analyze_batch(
                     score=face.detection.score,
                     embedding=face.embedding,
                     model_id=face.model_id,
-                    stages={**stages, "detect": detected_at, "embed": embedded_at},
+                    stages={**stages, "detect": detected_at, "embed": embedded_at}
+                    | (
+                        {"reused": reused[id(face)].embedded_at or embedded_at}
+                        if id(face) in reused
+                        else {}
+                    ),
                 )
             )
     return candidates, dead, stats
@@ -184,6 +210,7 @@ class RecognitionPipeline:
         self.engine = engine
         self.matcher = matcher
         self.gates: dict[str, MotionGate] = {}
+        self.tracks = FaceTracks(settings.job.track)
 
     def process(self, payloads: Iterable[bytes]) -> PipelineResult:
         out = PipelineResult()
@@ -215,7 +242,7 @@ class RecognitionPipeline:
     def _flush(self, batch: list[tuple[FrameRecord, dict[str, int]]], out: PipelineResult) -> None:
         if not batch:
             return
-        candidates, dead, stats = analyze_batch(self.engine, batch)
+        candidates, dead, stats = analyze_batch(self.engine, batch, self.tracks)
         out.dead_letters.extend(dead)
         out.stats.extend(stats)
         out.events.extend(to_events(candidates, self.matcher))
