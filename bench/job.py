@@ -140,6 +140,7 @@ def summarize(run: dict, warmup_s: float) -> dict:
         "frames_gated_out": gated,
         "gate_fraction_removed": round(gated / frames, 3) if frames else None,
         "events": len(events),
+        "faces_reused": sum(s.get("reused", 0) for s in stats),
         "dead_letters": run["dead"],
         "latency_ms_all": percentiles(lat(events)),
         f"latency_ms_after_{warmup_s:.0f}s": percentiles(lat(steady)),
@@ -172,6 +173,8 @@ def main() -> None:
         help="job.video.region: one region per camera by default (the job's unit of "
         "parallelism); a fixed name puts every camera on one key, so on one subtask.",
     )
+    ap.add_argument("--checkpoint-ms", type=int, default=10_000, help="Checkpoint interval.")
+    ap.add_argument("--bundle-size", type=int, default=16, help="job.bundle_size")
     ap.add_argument("--skip-throughput", action="store_true")
     ap.add_argument("--skip-realtime", action="store_true")
     ap.add_argument("--max-frames", type=int, default=None, help="Override job.batch.max_frames.")
@@ -188,6 +191,8 @@ def main() -> None:
         "parallelism": args.parallelism,
         "detector": args.detector,
         "region": args.region,
+        "checkpoint_interval_ms": args.checkpoint_ms,
+        "bundle_size": args.bundle_size,
         "cpus": os.cpu_count(),
     }
 
@@ -196,6 +201,8 @@ def main() -> None:
             **base,
             job={
                 "parallelism": args.parallelism,
+                "checkpoint_interval_ms": args.checkpoint_ms,
+                "bundle_size": args.bundle_size,
                 "batch": batch,
                 "video": {"realtime": True, "loop": args.loops, "region": args.region},
             },
@@ -208,6 +215,8 @@ def main() -> None:
             **base,
             job={
                 "parallelism": args.parallelism,
+                "checkpoint_interval_ms": args.checkpoint_ms,
+                "bundle_size": args.bundle_size,
                 "batch": batch,
                 "motion": {"enabled": False},
                 "video": {"realtime": False, "region": args.region},

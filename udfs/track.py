@@ -10,7 +10,9 @@ current snapshot (so a snapshot swap applies at once); only the embedding can be
 the previous person: the box must overlap the earlier box (IoU >= ``min_iou``) and a
 24x24 grey thumbnail of the aligned crop must correlate with the earlier one
 (``min_similarity``; measured on celebrity5 train photos: different people 0.20 median,
-0.82 at most over 1000 pairs; the same face a few pixels on, 0.86-0.99). A new person stepping into the same spot fails the second test.
+0.82 at most over 1000 pairs; the same face a few pixels on, 0.78-0.99). A new person
+stepping into the same spot fails the second test; a small, jittery face is embedded
+again rather than risk it.
 
 The tracks are a cache in the operator's memory, not Flink state: after a restart or
 rescale the first frames are simply embedded again.
