@@ -234,7 +234,7 @@ class RecognizeFrames(KeyedBroadcastProcessFunction):
         n = (self.pending.value() or 0) + 1
         lag_limit = self.batch_cfg.realtime_lag_ms
         keeping_up = lag_limit > 0 and gated_at - record.ingest_ts <= lag_limit
-        if self.ready and (keeping_up or n >= self.batch_cfg.max_frames):
+        if self._may_match() and (keeping_up or n >= self.batch_cfg.max_frames):
             buffered = list(self.buffer.get() or []) if n > 1 else []
             if n > 1:
                 self.buffer.clear()
@@ -245,7 +245,7 @@ class RecognizeFrames(KeyedBroadcastProcessFunction):
         self.pending.update(n)
         if n == 1:
             timers = ctx.timer_service()
-            wait = self.batch_cfg.max_wait_ms if self.ready else 100
+            wait = self.batch_cfg.max_wait_ms if self._may_match() else 100
             timers.register_processing_time_timer(timers.current_processing_time() + wait)
             timers.register_event_time_timer(END_OF_INPUT)
 
@@ -253,8 +253,7 @@ class RecognizeFrames(KeyedBroadcastProcessFunction):
         self._ensure(ctx)
         if not self.pending.value():
             return
-        end_of_input = timestamp >= END_OF_INPUT
-        if not (self.ready or end_of_input or now_ms() - self.opened_ms >= self.index_wait_ms):
+        if not (self._may_match() or timestamp >= END_OF_INPUT):
             ctx.timer_service().register_processing_time_timer(now_ms() + 100)  # wait for index
             return
         batch = list(self.buffer.get() or [])
@@ -265,6 +264,10 @@ class RecognizeFrames(KeyedBroadcastProcessFunction):
             yield from self._analyze(batch)
         finally:
             self.metrics.deferring = False
+
+    def _may_match(self) -> bool:
+        """An index has arrived, or waiting for one has timed out (match as unknown)."""
+        return self.ready or now_ms() - self.opened_ms >= self.index_wait_ms
 
     def _analyze(self, batch):
         started = time.perf_counter()
@@ -280,8 +283,9 @@ class RecognizeFrames(KeyedBroadcastProcessFunction):
             if s.reused:
                 self.metrics.inc("faces_reused", s.camera_id, s.reused)
             yield FRAME_STATS, _stat_json(s)
-        for c in candidates:
-            self.metrics.inc("faces_embedded", c.camera_id)
+        for c in candidates:  # FaceNet passes; reused embeddings are counted above
+            if "reused" not in c.stages:
+                self.metrics.inc("faces_embedded", c.camera_id)
         for event in to_events(candidates, self.matcher):
             self.metrics.inc("matches" if event.matched else "unknowns", event.camera_id)
             stages = event.stages
