@@ -135,14 +135,16 @@ class BatchConfig(_Section):
     max_frames: int = Field(16, ge=1, le=256, description="Frames per detect/embed batch.")
     max_wait_ms: int = Field(50, ge=1, le=10_000, description="Flush a partial batch after this.")
     realtime_lag_ms: int = Field(
-        150,
+        3000,
         ge=0,
-        le=60_000,
+        le=600_000,
         description="A frame younger than this (now - ingest time) is analysed at once with "
-        "whatever its region has buffered: the job keeps up and batching would only add "
-        "latency. Older frames mean a queue has formed; they are batched up to max_frames / "
-        "max_wait_ms to catch up. 0 = always batch. Compares clocks of the ingest host and "
-        "the job's workers: keep them in sync (NTP).",
+        "whatever its region has buffered. Older frames mean the job is behind (catching up "
+        "after an outage, a replay): they are batched up to max_frames / max_wait_ms for "
+        "throughput. 0 = always batch. Measured (bench/job.py, 4 cameras x 5 fps, 2 cores): "
+        "150 and 500 made the job batch at normal load, and batches raised its latency (p95 "
+        "1.9-2.0 s against 1.4 s analysing at once). Compares the ingest host's clock with the "
+        "workers': keep them in sync (NTP).",
     )
 
 
