@@ -1,10 +1,11 @@
 """The recognition job on a local MiniCluster: frame-to-event latency and sustained frame
-rate with N cameras at a fixed rate, faces/s through the job, and the motion gate's share.
+rate with N cameras at a fixed rate, faces/s through the job against the same stages in
+one process and against the raw embedder, and the motion gate's share.
 
 Cameras play videos built from real face photos (celebrity5 val) with moving and static
 stretches; the gallery is celebrity5 train.
 
-    python bench/job.py --cameras 4 --fps 5 --seconds 45 --out reports/bench_job.json
+    python bench/job.py --cameras 4 --fps 5 --loops 4 --warmup 20 --out reports/bench_job.json
 """
 
 from __future__ import annotations
