@@ -75,12 +75,20 @@ def _collect(settings: Settings, source: str, on_event=None) -> tuple[list, list
     return out["E"], out["D"], out["S"]
 
 
-@pytest.mark.parametrize("parallelism", [1, 2])
+@pytest.mark.parametrize(
+    ("parallelism", "realtime_lag_ms"),
+    # frames analysed one by one as they come (default); and always micro-batched in keyed
+    # state, flushed by count, timer and the end-of-input timer
+    [(1, 3000), (2, 0)],
+    ids=["p1-at-once", "p2-batched"],
+)
 def test_given_scene_when_job_runs_then_right_people_and_static_frames_gated(
-    tmp_path, gallery, scene, parallelism
+    tmp_path, gallery, scene, parallelism, realtime_lag_ms
 ):
     video, truth = scene
-    settings, _, manifest = _world(tmp_path, gallery, parallelism=parallelism)
+    settings, _, manifest = _world(
+        tmp_path, gallery, parallelism=parallelism, batch={"realtime_lag_ms": realtime_lag_ms}
+    )
     events, dead, stats = _collect(settings, f"video:{video}")
 
     assert dead == []
