@@ -98,3 +98,19 @@ def test_reuse_within_one_batch(engine, portraits):
     assert np.array_equal(candidates[2].embedding, candidates[0].embedding)
     assert candidates[2].stages["reused"] == candidates[0].stages["embed"]
     assert float(candidates[3].embedding @ candidates[0].embedding) < 0.8
+
+
+def test_an_earlier_face_is_taken_by_one_face_only():
+    """Two faces of one frame both near the same earlier face: the first takes its
+    embedding, the other is embedded on its own."""
+    from udfs.engine import Face
+
+    tracks = FaceTracks(TrackConfig())
+    look = np.ones(24 * 24, np.float32) / 24
+    earlier = Face(None, None, np.ones(512, np.float32), "m")  # type: ignore[arg-type]
+    assert tracks.link("cam", (0, 0, 100, 100), look, earlier, 0) is None
+    a = Face(None, None, None, "m")  # type: ignore[arg-type]
+    b = Face(None, None, None, "m")  # type: ignore[arg-type]
+    first = tracks.link("cam", (5, 0, 105, 100), look, a, 200)
+    assert first is not None and first.face is earlier
+    assert tracks.link("cam", (10, 0, 110, 100), look, b, 200) is None

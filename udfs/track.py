@@ -93,7 +93,7 @@ class FaceTracks:
         """Record ``face`` (captured at ``ts``) and return the earlier face's track whose
         embedding it may take, or None if it needs its own."""
         tracks = self._advance(camera, ts)
-        earlier = self._find(camera, box, thumb, ts)
+        earlier = self._find(camera, box, thumb, ts, claimed={id(t.face) for t in tracks})
         if earlier is None:
             tracks.append(Track(box, thumb, face, ts, ts))
         else:
@@ -110,13 +110,22 @@ class FaceTracks:
                     track.embedded_at = embedded_at
 
     def _find(
-        self, camera: str, box: tuple[float, float, float, float], thumb: np.ndarray, ts: int
+        self,
+        camera: str,
+        box: tuple[float, float, float, float],
+        thumb: np.ndarray,
+        ts: int,
+        claimed: set[int],
     ) -> Track | None:
+        """The best-overlapping earlier face that looks the same and that no other face of
+        this frame took already (``claimed``: ids of faces whose embeddings are taken)."""
         cfg = self.config
         if cfg.reuse_ms <= 0:
             return None
         best, best_iou = None, cfg.min_iou
         for track in self._previous.get(camera, ()):
+            if id(track.face) in claimed:
+                continue
             if not 0 <= ts - track.seen_ms <= cfg.max_gap_ms:
                 continue
             if ts - track.embedded_ms > cfg.reuse_ms:
