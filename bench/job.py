@@ -258,16 +258,16 @@ def main() -> None:
         "cpus": os.cpu_count(),
     }
 
+    job = {
+        "parallelism": args.parallelism,
+        "checkpoint_interval_ms": args.checkpoint_ms,
+        "bundle_size": args.bundle_size,
+        "batch": batch,
+    }
     if not args.skip_realtime:
         live = Settings(
             **base,
-            job={
-                "parallelism": args.parallelism,
-                "checkpoint_interval_ms": args.checkpoint_ms,
-                "bundle_size": args.bundle_size,
-                "batch": batch,
-                "video": {"realtime": True, "loop": args.loops, "region": args.region},
-            },
+            job=job | {"video": {"realtime": True, "loop": args.loops, "region": args.region}},
         )
         result["realtime"] = summarize(run_job(live, videos, "realtime"), args.warmup, truth)
         print(json.dumps(result["realtime"], indent=1), flush=True)
@@ -275,11 +275,8 @@ def main() -> None:
     if not args.skip_throughput:
         fast = Settings(
             **base,
-            job={
-                "parallelism": args.parallelism,
-                "checkpoint_interval_ms": args.checkpoint_ms,
-                "bundle_size": args.bundle_size,
-                "batch": batch,
+            job=job
+            | {
                 "motion": {"enabled": False},
                 "video": {"realtime": False, "region": args.region},
             },
