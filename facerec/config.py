@@ -207,6 +207,12 @@ class JobConfig(_Section):
         "group", description="Where to start reading frames: group|earliest|latest|<epoch ms>."
     )
     index_poll_ms: int = Field(500, ge=50, description="How often the local index dir is polled.")
+    savepoint_path: str | None = Field(
+        None,
+        description="Start from this savepoint or retained checkpoint (execution.savepoint."
+        "path): camera positions, motion gates, buffered frames and the index snapshot "
+        "resume where the stopped job left them.",
+    )
     motion: MotionConfig = Field(default_factory=MotionConfig)
     batch: BatchConfig = Field(default_factory=BatchConfig)
     track: TrackConfig = Field(default_factory=TrackConfig)

@@ -76,16 +76,19 @@ def video_frames(
         ticks = env.from_source(
             NumberSequenceSource(0, count - 1), WatermarkStrategy.no_watermarks(), "camera-ticks"
         ).set_parallelism(1)
+    ticks = ticks.uid("camera-ticks")
     return (
         ticks.map(lambda i: (i % n, i // n), output_type=Types.TUPLE([Types.INT(), Types.LONG()]))
         .set_parallelism(1)
         .name("deal-ticks")
+        .uid("deal-ticks")
         .key_by(lambda t: t[0], key_type=Types.INT())
         .process(
             ReadCameras([c.to_json() for c in cameras], settings, str(done_dir), paced),
             output_type=BYTES,
         )
         .name("read-cameras")
+        .uid("read-cameras")
     )
 
 
@@ -186,10 +189,12 @@ def local_index(
         env.from_source(
             NumberSequenceSource(0, ticks - 1), WatermarkStrategy.no_watermarks(), "index-ticks"
         )
+        .uid("index-ticks")
         .set_parallelism(1)
         .flat_map(watcher, output_type=Types.STRING())
         .set_parallelism(1)
         .name("watch-index-dir")
+        .uid("watch-index-dir")
     )
 
 
@@ -255,7 +260,11 @@ def kafka_frames(env: StreamExecutionEnvironment, settings: Settings) -> DataStr
     )
     for key, value in _kafka_props(settings).items():
         builder = builder.set_property(key, value)
-    return env.from_source(builder.build(), WatermarkStrategy.no_watermarks(), "kafka-frames")
+    source = builder.build()
+    # the uid names its offsets in a savepoint
+    return env.from_source(source, WatermarkStrategy.no_watermarks(), "kafka-frames").uid(
+        "kafka-frames"
+    )
 
 
 def kafka_index(env: StreamExecutionEnvironment, settings: Settings) -> DataStream:
@@ -273,9 +282,11 @@ def kafka_index(env: StreamExecutionEnvironment, settings: Settings) -> DataStre
     )
     for key, value in _kafka_props(settings).items():
         builder = builder.set_property(key, value)
-    return env.from_source(
-        builder.build(), WatermarkStrategy.no_watermarks(), "kafka-index"
-    ).set_parallelism(1)
+    return (
+        env.from_source(builder.build(), WatermarkStrategy.no_watermarks(), "kafka-index")
+        .uid("kafka-index")
+        .set_parallelism(1)
+    )
 
 
 def discard(stream: DataStream) -> None:

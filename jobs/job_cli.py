@@ -20,10 +20,17 @@ ROOT = Path(__file__).resolve().parents[1]
 SHIPPED_PACKAGES = ("facerec", "udfs", "jobs", "index_builder")
 
 
-def _settings(config: Path | None, parallelism: int | None, realtime: bool | None):
+def _settings(
+    config: Path | None,
+    parallelism: int | None,
+    realtime: bool | None,
+    from_savepoint: str | None = None,
+):
     settings = load_settings(config)
     job = settings.job
-    updates = {}
+    updates: dict = {}
+    if from_savepoint:
+        updates["savepoint_path"] = from_savepoint
     if parallelism:
         updates["parallelism"] = parallelism
     if realtime is not None:
@@ -44,9 +51,13 @@ def run(
         bool | None, typer.Option(help="Pace video files at their frame rate.")
     ] = None,
     quiet: Annotated[bool, typer.Option(help="Only print the summary.")] = False,
+    from_savepoint: Annotated[
+        str | None,
+        typer.Option(help="Resume from this savepoint or retained checkpoint (path or URI)."),
+    ] = None,
 ) -> None:
     """Run the job on a local Flink MiniCluster, printing events as they come and a summary."""
-    run_job(_settings(config, parallelism, realtime), source, quiet)
+    run_job(_settings(config, parallelism, realtime, from_savepoint), source, quiet)
 
 
 def run_job(settings, source: str, quiet: bool = False) -> None:
@@ -127,20 +138,31 @@ def submit(
         str | None, typer.Option(help="Python on the TaskManagers (default: this one).")
     ] = None,
     detached: Annotated[bool, typer.Option("--detached/--attached")] = True,
+    from_savepoint: Annotated[
+        str | None,
+        typer.Option(help="Resume from this savepoint or retained checkpoint (flink run -s)."),
+    ] = None,
 ) -> None:
     """Submit the job to a standalone Flink cluster with ``flink run -py``."""
-    cmd = submit_command(source, jobmanager, config, python, detached)
+    cmd = submit_command(source, jobmanager, config, python, detached, from_savepoint)
     typer.echo(" ".join(cmd))
     raise typer.Exit(subprocess.call(cmd, cwd=ROOT))
 
 
 def submit_command(
-    source: str, jobmanager: str, config: Path | None, python: str | None, detached: bool
+    source: str,
+    jobmanager: str,
+    config: Path | None,
+    python: str | None,
+    detached: bool,
+    from_savepoint: str | None = None,
 ) -> list[str]:
     pyfs = ",".join(str(ROOT / p) for p in SHIPPED_PACKAGES)
     cmd = [str(flink_bin()), "run", "-m", jobmanager]
     if detached:
         cmd.append("--detached")
+    if from_savepoint:
+        cmd += ["--fromSavepoint", from_savepoint]
     cmd += [
         "-py",
         str(ROOT / "jobs" / "recognition.py"),

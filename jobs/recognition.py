@@ -76,6 +76,8 @@ def create_env(settings: Settings, parallelism: int | None = None) -> StreamExec
     # Barriers overtake buffered data: the video sources' tick streams queue ahead of a
     # paced reader, and an aligned barrier would wait behind them for minutes.
     config.set_string("execution.checkpointing.unaligned.enabled", "true")
+    if job.savepoint_path:
+        config.set_string("execution.savepoint.path", job.savepoint_path)
     env = StreamExecutionEnvironment.get_execution_environment(config)
     env.set_parallelism(parallelism or job.parallelism)
     env.set_buffer_timeout(job.buffer_timeout_ms)
@@ -85,7 +87,11 @@ def create_env(settings: Settings, parallelism: int | None = None) -> StreamExec
 
 def build_pipeline(settings: Settings, frames: DataStream, index: DataStream) -> JobStreams:
     """The job proper; it does not know where ``frames`` and ``index`` come from."""
-    records = frames.process(DecodeFrames(), output_type=Types.PICKLED_BYTE_ARRAY()).name("decode")
+    records = (
+        frames.process(DecodeFrames(), output_type=Types.PICKLED_BYTE_ARRAY())
+        .name("decode")
+        .uid("decode")
+    )
     # One operator from gate to match: every hop between Python operators costs a bundle
     # flush and a queue (measured: the analyse->match hop had a p95 of 2.7 s). PyFlink runs
     # the Python operators of a slot in one process: the TensorFlow stage gets slots (so
@@ -95,6 +101,7 @@ def build_pipeline(settings: Settings, frames: DataStream, index: DataStream) ->
         .connect(index.broadcast(INDEX_STATE))
         .process(RecognizeFrames(settings), output_type=Types.STRING())
         .name("recognize")
+        .uid("recognize")  # savepoints map its keyed and broadcast state by this id
         .slot_sharing_group(RECOGNIZE_SLOTS)
     )
     dead = [records.get_side_output(DEAD_LETTERS), recognized.get_side_output(DEAD_LETTERS)]

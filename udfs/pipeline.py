@@ -61,6 +61,9 @@ class FrameStat:
     rejected: int = 0
     reused: int = 0
     """Faces that took the embedding of the same face in an earlier frame."""
+    done_ms: int = field(default_factory=now_ms)
+    """When the gate dropped the frame or its faces were embedded (epoch ms): the time
+    base of sustained-throughput figures."""
 
 
 @dataclass
