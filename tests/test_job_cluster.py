@@ -114,3 +114,99 @@ def test_given_standalone_cluster_when_job_submitted_then_events_stored(
     assert events, "the cluster job stored no event"
     assert {e.identity for e in events} == set(names)
     assert {e.region for e in events} == {"gate-1"}
+
+
+def _flink(cluster, *args: str) -> str:
+    from jobs.job_cli import flink_bin
+
+    result = subprocess.run(
+        [str(flink_bin()), *args],
+        env=cluster["env"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=ROOT,
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    return result.stdout
+
+
+def _wait_for_events(settings, n: int, timeout_s: float) -> list:
+    from facerec.eventstore import open_event_store
+
+    deadline = time.monotonic() + timeout_s
+    while True:
+        with open_event_store(settings) as store:
+            events, _ = store.search(limit=500)
+        if len(events) >= n:
+            return events
+        assert time.monotonic() < deadline, f"fewer than {n} events after {timeout_s} s"
+        time.sleep(1)
+
+
+def test_given_running_job_when_stopped_with_savepoint_then_submit_resumes_it(
+    cluster, tmp_path, engine, celebrity5
+):
+    """`flink stop --savepointPath`, then `facerec job submit --from-savepoint`: the resumed
+    job gets no index message (empty manifests dir) yet matches with the snapshot it had."""
+    import re
+
+    from facerec.config import Settings
+    from facerec.evaluation import list_identities
+    from facerec.synthetic import Segment, gallery_from_photos, write_face_video
+    from index_builder.publish import IndexPublisher
+    from index_builder.snapshot import write_snapshot
+    from jobs.job_cli import submit_command
+
+    data = tmp_path / "data"
+    val = list_identities(celebrity5 / "val")
+    names = ["jerry_seinfeld", "mindy_kaling"]
+    tids, pids, vecs = gallery_from_photos(engine, celebrity5 / "train", 4, names, skip=3)
+    info = write_snapshot(
+        data / "snapshots", tids, pids, vecs, model_id=engine.model_id, max_change_seq=0
+    )
+    IndexPublisher(data / "manifests").publish_snapshot(info)
+    video = tmp_path / "loop.avi"
+    write_face_video(video, [Segment(n, val[n][0], 6, 4) for n in names], fps=10)
+    job = {"video": {"realtime": True, "loop": 100, "region": "gate-2"}}
+
+    def submit(name: str, extra: dict, savepoint: str | None = None) -> tuple[Settings, str]:
+        config = tmp_path / f"{name}.yaml"
+        config.write_text(yaml.safe_dump({"data_dir": str(data), "job": job, **extra}))
+        cmd = submit_command(f"video:{video}", cluster["rest"], config, None, True, savepoint)
+        out = _flink(cluster, *cmd[1:])  # cmd[0] is the flink launcher
+        job_id = re.search(r"JobID ([0-9a-f]{32})", out)
+        assert job_id, out
+        settings = Settings(data_dir=data, **extra)
+        return settings, job_id.group(1)
+
+    first, job_id = submit("first", {})
+    _wait_for_events(first, 3, 240)
+    out = _flink(
+        cluster,
+        "stop",
+        "-m",
+        cluster["rest"],
+        "--savepointPath",
+        (tmp_path / "savepoints").as_uri(),
+        job_id,
+    )
+    savepoint = re.search(r"Savepoint completed\. Path: (\S+)", out)
+    assert savepoint, out
+
+    empty = tmp_path / "no-manifests"
+    empty.mkdir()
+    resumed, job_id = submit(
+        "resumed",
+        {
+            "index": {"manifests_dir": str(empty)},
+            "events": {"sqlite_path": str(tmp_path / "resumed.sqlite")},
+        },
+        savepoint.group(1),
+    )
+    try:
+        events = _wait_for_events(resumed, 5, 240)
+    finally:
+        _flink(cluster, "cancel", "-m", cluster["rest"], job_id)
+    assert {e.snapshot_id for e in events} == {info.manifest["snapshot_id"]}
+    assert {e.identity for e in events} <= set(names)

@@ -116,11 +116,7 @@ def test_given_scene_when_job_runs_then_right_people_and_static_frames_gated(
         assert e["model_id"] == "facenet-20180408-102900-casia"
 
     # the idempotent event store holds exactly these events
-    from facerec.eventstore import open_event_store
-
-    with open_event_store(settings) as store:
-        stored, _ = store.search(limit=1000)
-    assert {e.event_id for e in stored} == {e["event_id"] for e in events}
+    assert {e.event_id for e in _stored(settings)} == {e["event_id"] for e in events}
 
 
 def test_given_new_snapshot_mid_stream_when_published_then_matches_change(tmp_path, gallery, scene):
