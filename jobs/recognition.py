@@ -117,7 +117,7 @@ def attach_sinks(settings: Settings, streams: JobStreams, kafka: bool) -> JobStr
     )
     # One writer per side output. PyFlink duplicated records in three set-ups seen here:
     # a union of side outputs feeding a Python operator; a union of these writers feeding
-    # tagged_outputs' "D" map (every dead letter collected twice in 2 of 22 test runs); and
+    # tagged_outputs' "D" map (every dead letter collected twice in 2 of 21 test runs); and
     # a writer chained with a Python map after it (every dead letter written twice, every
     # run). So the writers stay apart, are united only in front of Java sinks, and a Python
     # operator reading them starts a new chain.

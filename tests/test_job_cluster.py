@@ -70,27 +70,35 @@ def cluster(tmp_path_factory):
         subprocess.run([str(bin_dir / "stop-cluster.sh")], env=env, timeout=120, check=False)
 
 
-def test_given_standalone_cluster_when_job_submitted_then_events_stored(
-    cluster, tmp_path, engine, celebrity5
-):
-    from facerec.config import Settings
+def _world(tmp_path: Path, engine, celebrity5: Path, names: list[str]):
+    """A published snapshot of ``names`` (celebrity5 train) in ``tmp_path/data`` and a
+    10 fps video of them walking in (val photos). Returns (data dir, video, snapshot)."""
     from facerec.evaluation import list_identities
-    from facerec.eventstore import open_event_store
     from facerec.synthetic import Segment, gallery_from_photos, write_face_video
     from index_builder.publish import IndexPublisher
     from index_builder.snapshot import write_snapshot
-    from jobs.job_cli import submit_command
 
     data = tmp_path / "data"
     val = list_identities(celebrity5 / "val")
-    names = ["ben_afflek", "madonna"]
     tids, pids, vecs = gallery_from_photos(engine, celebrity5 / "train", 4, names, skip=3)
     info = write_snapshot(
         data / "snapshots", tids, pids, vecs, model_id=engine.model_id, max_change_seq=0
     )
     IndexPublisher(data / "manifests").publish_snapshot(info)
-    video = tmp_path / "two.avi"
+    video = tmp_path / "people.avi"
     write_face_video(video, [Segment(n, val[n][0], 6, 4) for n in names], fps=10)
+    return data, video, info
+
+
+def test_given_standalone_cluster_when_job_submitted_then_events_stored(
+    cluster, tmp_path, engine, celebrity5
+):
+    from facerec.config import Settings
+    from facerec.eventstore import open_event_store
+    from jobs.job_cli import submit_command
+
+    names = ["ben_afflek", "madonna"]
+    data, video, _ = _world(tmp_path, engine, celebrity5, names)
     config = tmp_path / "facerec.yaml"
     config.write_text(
         yaml.safe_dump(
@@ -152,22 +160,10 @@ def test_given_running_job_when_stopped_with_savepoint_then_submit_resumes_it(
     import re
 
     from facerec.config import Settings
-    from facerec.evaluation import list_identities
-    from facerec.synthetic import Segment, gallery_from_photos, write_face_video
-    from index_builder.publish import IndexPublisher
-    from index_builder.snapshot import write_snapshot
     from jobs.job_cli import submit_command
 
-    data = tmp_path / "data"
-    val = list_identities(celebrity5 / "val")
     names = ["jerry_seinfeld", "mindy_kaling"]
-    tids, pids, vecs = gallery_from_photos(engine, celebrity5 / "train", 4, names, skip=3)
-    info = write_snapshot(
-        data / "snapshots", tids, pids, vecs, model_id=engine.model_id, max_change_seq=0
-    )
-    IndexPublisher(data / "manifests").publish_snapshot(info)
-    video = tmp_path / "loop.avi"
-    write_face_video(video, [Segment(n, val[n][0], 6, 4) for n in names], fps=10)
+    data, video, info = _world(tmp_path, engine, celebrity5, names)
     job = {"video": {"realtime": True, "loop": 100, "region": "gate-2"}}
 
     def submit(name: str, extra: dict, savepoint: str | None = None) -> tuple[Settings, str]:
