@@ -115,12 +115,8 @@ def attach_sinks(settings: Settings, streams: JobStreams, kafka: bool) -> JobStr
     events = streams.events.map(StoreEvents(settings), output_type=Types.STRING()).name(
         "event-store"
     )
-    # One writer per side output. PyFlink duplicated records in three set-ups seen here:
-    # a union of side outputs feeding a Python operator; a union of these writers feeding
-    # tagged_outputs' "D" map (every dead letter collected twice in 2 of 21 test runs); and
-    # a writer chained with a Python map after it (every dead letter written twice, every
-    # run). So the writers stay apart, are united only in front of Java sinks, and a Python
-    # operator reading them starts a new chain.
+    # One writer per producing operator, so each stage's dead letters land in their own
+    # files; they are united only in front of the Kafka sink.
     written = [
         side.map(
             AppendJsonLines(str(data_dir(settings) / "deadletters"), f"deadletters-{stage}"),
@@ -134,7 +130,6 @@ def attach_sinks(settings: Settings, streams: JobStreams, kafka: bool) -> JobStr
         written[0].union(*written[1:]).sink_to(
             fs.kafka_sink(settings, settings.kafka.dead_letter_topic)
         ).name("kafka-dead-letters")
-    # still one stream per writer: a union may feed Java sinks, never a Python operator
     return JobStreams(events, written, stats)
 
 
@@ -168,14 +163,19 @@ def build_job(
 
 def tagged_outputs(streams: JobStreams) -> DataStream:
     """One stream for a client to collect: ``E``/``D``/``S`` + JSON (event, dead letter,
-    frame stat). The dead-letter maps start new chains (see attach_sinks)."""
-    return streams.events.map(lambda s: "E" + s, output_type=Types.STRING()).union(
-        *(
-            d.map(lambda s: "D" + s, output_type=Types.STRING()).start_new_chain()
-            for d in streams.dead_letters
-        ),
+    frame stat).
+
+    The union gets a Python map of its own as consumer. ``execute_and_collect`` chains
+    Python operators starting from the collected stream and rewires only consumers it can
+    see in the environment; a bare union is not one, so each operator chained in front of it
+    would run twice: once as the chained copy and once as the original the union still
+    reads (seen here: every event stored twice; with a map chained after each dead-letter
+    writer, every dead letter written twice). tests/test_job_graph.py checks the graph."""
+    union = streams.events.map(lambda s: "E" + s, output_type=Types.STRING()).union(
+        *(d.map(lambda s: "D" + s, output_type=Types.STRING()) for d in streams.dead_letters),
         streams.frame_stats.map(lambda s: "S" + s, output_type=Types.STRING()),
     )
+    return union.map(lambda s: s, output_type=Types.STRING()).name("collect")
 
 
 def main(argv: list[str] | None = None) -> None:
