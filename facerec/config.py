@@ -213,6 +213,12 @@ class JobConfig(_Section):
         "path): camera positions, motion gates, buffered frames and the index snapshot "
         "resume where the stopped job left them.",
     )
+    flink_options: dict[str, str] = Field(
+        default_factory=dict,
+        description="More Flink configuration for the job, set last (e.g. "
+        "restart-strategy.type: none, which the tests use so that a failing task fails the "
+        "test instead of being replayed after a restart).",
+    )
     motion: MotionConfig = Field(default_factory=MotionConfig)
     batch: BatchConfig = Field(default_factory=BatchConfig)
     track: TrackConfig = Field(default_factory=TrackConfig)

@@ -23,6 +23,7 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
 
 from facerec.config import Settings
+from facerec.sqlite_wal import use_wal
 from index_builder.schema import changes, metadata, people, templates
 from udfs.errors import FaceRecError
 
@@ -367,10 +368,10 @@ class _WriteTx:
 
 def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     cur = dbapi_conn.cursor()
-    cur.execute("PRAGMA foreign_keys=ON")
-    cur.execute("PRAGMA journal_mode=WAL")
     cur.execute("PRAGMA busy_timeout=10000")
+    cur.execute("PRAGMA foreign_keys=ON")
     cur.close()
+    use_wal(dbapi_conn)
 
 
 def _person_query() -> Any:

@@ -78,6 +78,8 @@ def create_env(settings: Settings, parallelism: int | None = None) -> StreamExec
     config.set_string("execution.checkpointing.unaligned.enabled", "true")
     if job.savepoint_path:
         config.set_string("execution.savepoint.path", job.savepoint_path)
+    for key, value in job.flink_options.items():
+        config.set_string(key, value)
     env = StreamExecutionEnvironment.get_execution_environment(config)
     env.set_parallelism(parallelism or job.parallelism)
     env.set_buffer_timeout(job.buffer_timeout_ms)

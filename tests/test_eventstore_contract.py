@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import uuid
+from collections import Counter
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -221,6 +222,45 @@ def test_given_sqlite_when_retention_passes_then_hidden_and_purged(tmp_path: Pat
         assert store.purge_expired() == 1
     with SqliteEventStore(path, ttl_days=30) as store:  # and really gone
         assert store.count() == 1
+
+
+def _open_and_write(path: str, seq: int, start, results) -> None:
+    from facerec.eventstore.sqlite import SqliteEventStore
+
+    start.wait()
+    try:
+        with SqliteEventStore(path) as store:
+            store.write([event("cam-a", now_ms(), seq=seq)])
+        results.put("ok")
+    except Exception as exc:  # reported to the test, which names it
+        results.put(repr(exc))
+
+
+def test_given_processes_opening_a_new_sqlite_store_at_once_then_all_write(
+    tmp_path: Path,
+) -> None:
+    """The job's parallel event-store writers open one new file together. SQLite refused the
+    switch to WAL at once ("database is locked") for about 1 in 40 openers before
+    ``use_wal`` retried it; 40 rounds of four make a miss show up here."""
+    import multiprocessing as mp
+
+    from facerec.eventstore.sqlite import SqliteEventStore
+
+    ctx = mp.get_context("fork")
+    for round_ in range(40):
+        path = str(tmp_path / f"events-{round_}.sqlite")
+        start, results = ctx.Barrier(4), ctx.Queue()
+        procs = [
+            ctx.Process(target=_open_and_write, args=(path, i, start, results)) for i in range(4)
+        ]
+        for p in procs:
+            p.start()
+        for p in procs:
+            p.join(60)
+        outcomes = Counter(results.get(timeout=10) for _ in procs)
+        assert outcomes == {"ok": 4}, (round_, outcomes)
+        with SqliteEventStore(path) as store:
+            assert store.count() == 4
 
 
 def test_given_settings_when_open_event_store_then_sqlite_under_data_dir(tmp_path: Path) -> None:

@@ -44,7 +44,13 @@ def _world(tmp_path: Path, gallery, **job) -> tuple[Settings, IndexPublisher, di
     data = tmp_path / "data"
     settings = Settings(
         data_dir=data,
-        job={"video": {"realtime": False, "region": "lobby"}, "index_poll_ms": 200, **job},
+        job={
+            "video": {"realtime": False, "region": "lobby"},
+            "index_poll_ms": 200,
+            # a failing task fails the test; a restart would replay frames into kept state
+            "flink_options": {"restart-strategy.type": "none"},
+            **job,
+        },
     )
     tids, pids, vecs = gallery
     info = write_snapshot(

@@ -25,6 +25,7 @@ from facerec.eventstore.base import (
     retention_ms,
 )
 from facerec.records import RecognitionEvent, now_ms
+from facerec.sqlite_wal import use_wal
 
 log = logging.getLogger(__name__)
 
@@ -69,7 +70,7 @@ class SqliteEventStore(EventStore):
         self._db = sqlite3.connect(
             str(path), check_same_thread=False, isolation_level=None, timeout=10.0
         )
-        self._db.execute("PRAGMA journal_mode=WAL")
+        use_wal(self._db)
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.executescript(_SCHEMA)
 
