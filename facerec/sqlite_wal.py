@@ -12,8 +12,8 @@ def use_wal(conn: sqlite3.Connection, timeout_s: float = 10.0) -> str:
 
     Processes opening a new database together race for this switch (the job's parallel
     event-store writers do), and SQLite answers "database is locked" at once instead of
-    waiting out the busy timeout: 9 of 400 openers, four at a time, failed so here, and the
-    job restarted from its last checkpoint. So the switch is retried until ``timeout_s``."""
+    waiting out the busy timeout: 9 of 400 openers, four at a time, failed so here, and a
+    writer failing so fails its Flink task. So the switch is retried until ``timeout_s``."""
     deadline = time.monotonic() + timeout_s
     delay = 0.005
     while True:

@@ -171,8 +171,9 @@ def tagged_outputs(streams: JobStreams) -> DataStream:
     Python operators starting from the collected stream and rewires only consumers it can
     see in the environment; a bare union is not one, so each operator chained in front of it
     would run twice: once as the chained copy and once as the original the union still
-    reads (seen here: every event stored twice; with a map chained after each dead-letter
-    writer, every dead letter written twice). tests/test_job_graph.py checks the graph."""
+    reads (seen here: event-store and frame-stats ran twice; when the "D" maps chained with
+    the dead-letter writers, every dead letter was written twice). tests/test_job_graph.py
+    checks the graph."""
     union = streams.events.map(lambda s: "E" + s, output_type=Types.STRING()).union(
         *(d.map(lambda s: "D" + s, output_type=Types.STRING()) for d in streams.dead_letters),
         streams.frame_stats.map(lambda s: "S" + s, output_type=Types.STRING()),

@@ -47,7 +47,7 @@ def _world(tmp_path: Path, gallery, **job) -> tuple[Settings, IndexPublisher, di
         job={
             "video": {"realtime": False, "region": "lobby"},
             "index_poll_ms": 200,
-            # a failing task fails the test; a restart would replay frames into kept state
+            # a failing task fails the test: a restart would replay records and hide it
             "flink_options": {"restart-strategy.type": "none"},
             **job,
         },
