@@ -38,15 +38,16 @@ $(VENV)/.installed: pyproject.toml
 demo: setup
 	$(VENV)/bin/facerec demo
 
-test: setup
+test: setup lint
 	$(VENV)/bin/pytest
 
 test-fast: setup
 	$(VENV)/bin/pytest -m "not flink and not integration"
 
+# lint and type checks run before every test run (CI included)
 lint: setup
 	$(VENV)/bin/ruff check .
-	$(VENV)/bin/mypy udfs facerec index_builder api jobs
+	$(VENV)/bin/mypy
 
 eval: setup
 	$(VENV)/bin/facerec eval $(FACEREC_FACES_DIR)/celebrity5 --lfw $(FACEREC_FACES_DIR)/lfw --out reports/eval

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hmac
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Annotated
 
@@ -34,7 +35,7 @@ class Principal:
     role: ApiRole
 
 
-def require(*roles: ApiRole):  # noqa: ANN201 - returns a dependency
+def require(*roles: ApiRole) -> Callable[..., Principal]:
     """A dependency accepting a key whose role is one of ``roles`` (401 none, 403 other)."""
 
     def check(

@@ -1,4 +1,4 @@
-"""Every error the API returns, mapped in one place: domain errors (``udfs.errors`` and the
+"""Every error the API returns, mapped in one place: domain errors (``facerec.errors`` and the
 stores' typed errors) -> HTTP status, always as JSON ``{"error", "detail", "reasons"}``."""
 
 from __future__ import annotations
@@ -11,9 +11,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from facerec.eventstore import InvalidCursor, InvalidQuery
-from index_builder.store import DuplicatePerson, PersonNotFound
-from udfs.errors import (
+from facerec.errors import (
     BadRecord,
     FaceRecError,
     ImageTooLarge,
@@ -23,6 +21,8 @@ from udfs.errors import (
     NoFaceFound,
     SnapshotMismatch,
 )
+from facerec.eventstore import InvalidCursor, InvalidQuery
+from index_builder.store import DuplicatePerson, PersonNotFound
 
 log = logging.getLogger(__name__)
 

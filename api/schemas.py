@@ -17,12 +17,6 @@ class _In(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
-class ErrorBody(BaseModel):
-    error: str = Field(description="Stable machine-readable reason code.")
-    detail: str = Field(description="What went wrong, for humans.")
-    reasons: list[str] = Field(default_factory=list, description="Every failed check.")
-
-
 # ------------------------------------------------------------------ people
 class PersonCreate(_In):
     id: str | None = Field(None, pattern=PERSON_ID_PATTERN, description="Default: a new uuid.")

@@ -9,13 +9,14 @@ from typing import Any
 import numpy as np
 
 from facerec.config import Settings
+from facerec.errors import BadRecord, LowQualityFace, NoFaceFound, SnapshotMismatch
 from facerec.eventstore import EventStore, open_event_store
-from index_builder.publish import IndexPublisher, LocalIndexLog, manifests_dir
+from facerec.models import FACENET_MODEL_ID
+from index_builder.enrollment import EnrollmentService
+from index_builder.publish import IndexPublisher, LocalIndexLog
 from index_builder.store import EnrollmentStore
 from udfs.engine import Face, FaceEngine
-from udfs.errors import BadRecord, FaceRecError, LowQualityFace, NoFaceFound, SnapshotMismatch
 from udfs.match import Match, Matcher
-from udfs.models import FACENET_MODEL_ID
 
 log = logging.getLogger(__name__)
 
@@ -25,11 +26,8 @@ class LiveMatcher:
     (snapshots, enroll deltas, deletions) from the local manifests directory."""
 
     def __init__(self, settings: Settings, model_id: str) -> None:
-        cfg = settings.match
-        self.matcher = Matcher(
-            model_id, threshold=cfg.threshold, top_k=cfg.top_k, search_k=cfg.search_k
-        )
-        self.log = LocalIndexLog(manifests_dir(settings))
+        self.matcher = Matcher.from_config(settings.match, model_id)
+        self.log = LocalIndexLog(settings.manifests_path())
         self.last_error: str | None = None
         self._lock = threading.Lock()
 
@@ -80,6 +78,7 @@ class Services:
         self.matcher = LiveMatcher(settings, self.model_id)
         self._engine_lock = threading.Lock()  # OpenCV DNN nets are not thread-safe
         self._init_lock = threading.Lock()
+        self.enrollment = EnrollmentService(settings, self.store, self.publisher, self.single_face)
 
     @property
     def engine_loaded(self) -> bool:
@@ -126,4 +125,4 @@ class Services:
         self.matcher.matcher.close()
 
 
-__all__ = ["FaceRecError", "LiveMatcher", "Services"]
+__all__ = ["LiveMatcher", "Services"]

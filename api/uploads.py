@@ -8,7 +8,7 @@ from fastapi import UploadFile
 
 from api.errors import ApiError
 from facerec.config import Settings
-from udfs.errors import ImageTooLarge, InvalidImage
+from facerec.errors import ImageTooLarge, InvalidImage
 
 
 def read_image(upload: UploadFile, settings: Settings, label: str = "image") -> bytes:

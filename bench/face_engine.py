@@ -22,6 +22,7 @@ import cv2  # noqa: E402
 import numpy as np  # noqa: E402
 
 from facerec.config import BlazeFaceDetectorConfig, SsdDetectorConfig  # noqa: E402
+from testkit import shared_data  # noqa: E402
 from udfs.detectors.base import create_detector  # noqa: E402
 from udfs.embed import FaceNetEmbedder  # noqa: E402
 
@@ -59,8 +60,7 @@ def main() -> None:
     ap.add_argument(
         "--video",
         type=Path,
-        default=Path(os.environ.get("FACEREC_VIDEOS_DIR", "../shared/videos"))
-        / "facenet_pytorch_video.mp4",
+        default=shared_data.videos_dir() / "facenet_pytorch_video.mp4",
     )
     ap.add_argument("--repeats", type=int, default=20)
     ap.add_argument("--out", type=Path, default=Path("reports/bench_face_engine.json"))

@@ -10,6 +10,7 @@ one request in flight). Writes reports/bench_ingest.json.
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import platform
 import sys
@@ -21,12 +22,12 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from facerec.config import CameraConfig, Settings  # noqa: E402
-from facerec.devbroker import DevBroker  # noqa: E402
 from facerec.records import FrameRecord, make_frame_id, now_ms  # noqa: E402
+from jobs.cameras import CameraReader  # noqa: E402
 from jobs.delivery import CameraStats, FrameSender, producer_config  # noqa: E402
-from jobs.ingest import FrameSource, IngestAgent  # noqa: E402
+from jobs.ingest import IngestAgent  # noqa: E402
 from jobs.spool import Spool  # noqa: E402
-from udfs.image import encode_jpeg  # noqa: E402
+from testkit.devbroker import DevBroker  # noqa: E402
 
 
 def bench_agent(broker: DevBroker, video: Path, frames: int, cameras: int, tmp: Path) -> dict:
@@ -46,14 +47,11 @@ def bench_agent(broker: DevBroker, video: Path, frames: int, cameras: int, tmp: 
 
 
 def bench_delivery(broker: DevBroker, video: Path, frames: int, tmp: Path) -> dict:
-    src = FrameSource(str(video))
-    assert src.open(), f"cannot open {video}"
-    jpegs = []
-    while len(jpegs) < 50:
-        img = src.read()
-        assert img is not None, f"{video} has fewer than 50 frames"
-        jpegs.append((encode_jpeg(img, 85), img.shape))
-    src.release()
+    reader = CameraReader(CameraConfig(camera_id="bench-send", url=str(video), region="r0",
+                                       fps=0, jpeg_quality=85))
+    jpegs = [(r.jpeg, (r.height, r.width)) for r in itertools.islice(reader.records(), 50)]
+    reader.close()
+    assert len(jpegs) == 50, f"{video} has fewer than 50 frames"
     settings = Settings(data_dir=tmp, kafka={"bootstrap_servers": broker.bootstrap})
     stats = CameraStats("bench-send", "r0")
     sender = FrameSender(stats, f"bench-send-{time.time_ns()}",

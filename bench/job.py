@@ -25,14 +25,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import numpy as np  # noqa: E402
 
-from facerec.config import Settings  # noqa: E402
-from facerec.evaluation import list_identities  # noqa: E402
-from facerec.synthetic import (  # noqa: E402
-    Segment,
-    gallery_from_photos,
-    write_crowd_video,
-    write_face_video,
-)
+from facerec.config import Settings, with_overrides  # noqa: E402
+from jobs.walkthrough import Segment, write_face_video  # noqa: E402
+from testkit import shared_data  # noqa: E402
+from testkit.videos import gallery_from_photos, write_crowd_video  # noqa: E402
+from udfs.evaluation import list_identities  # noqa: E402
 
 
 def percentiles(values: list[float]) -> dict[str, float]:
@@ -129,14 +126,13 @@ def run_job(settings: Settings, videos: list[Path], name: str) -> dict:
     from udfs.flink_functions import AppendJsonLines
 
     out = Path(settings.data_dir) / f"bench-{name}"  # this run's event store and stats
-    events_cfg = settings.events.model_copy(update={"sqlite_path": out / "events.sqlite"})
-    settings = settings.model_copy(update={"events": events_cfg})
+    settings = with_overrides(settings, {"events": {"sqlite_path": out / "events.sqlite"}})
     env, streams = build_job(settings, "video:" + ",".join(map(str, videos)))
     stats_file = AppendJsonLines(str(out), "stats")
     fs.discard(streams.frame_stats.map(stats_file, output_type=Types.STRING()))
     for stream in (streams.events, *streams.dead_letters):
         fs.discard(stream)
-    dead_dir = Path(settings.data_dir) / "deadletters"
+    dead_dir = settings.dead_letters_path()
     dead_before = sum(1 for f in dead_dir.glob("*.jsonl") for _ in f.open())
     started = time.time()
     env.execute("bench")
@@ -156,14 +152,16 @@ def run_job(settings: Settings, videos: list[Path], name: str) -> dict:
 def in_process(settings: Settings, data: Path, videos: list[Path]) -> dict:
     """The job's stages in one process (udfs/pipeline.RecognitionPipeline) over the same
     frames: what the job would do without Flink, so job/in-process is its overhead."""
-    from jobs.sources import CameraReader, parse_video_source
+    from jobs.cameras import CameraReader
+    from jobs.sources import parse_video_source
     from udfs.engine import FaceEngine
     from udfs.match import Matcher
 
     payloads = []
-    for spec in parse_video_source(",".join(map(str, videos)), settings):
-        reader = CameraReader(spec, settings)
-        payloads += [p for p in map(reader.read, range(spec.frames)) if p is not None]
+    for plan in parse_video_source(",".join(map(str, videos)), settings):
+        reader = CameraReader(plan.cam)
+        records = map(reader.read, range(plan.frames or 0))
+        payloads += [r.encode() for r in records if r is not None]
         reader.close()
     engine = FaceEngine(settings)
     engine.warmup()
@@ -262,7 +260,7 @@ def main() -> None:
     ap.add_argument(
         "--faces",
         type=Path,
-        default=Path(os.environ.get("FACEREC_FACES_DIR", "../shared/faces")) / "celebrity5",
+        default=shared_data.faces_dir() / "celebrity5",
     )
     ap.add_argument("--cameras", type=int, default=4)
     ap.add_argument("--fps", type=float, default=5.0)

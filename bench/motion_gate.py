@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import tempfile
 from pathlib import Path
@@ -20,8 +19,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import cv2  # noqa: E402
 
 from facerec.config import MotionConfig  # noqa: E402
-from facerec.evaluation import list_identities  # noqa: E402
-from facerec.synthetic import Segment, write_face_video  # noqa: E402
+from jobs.walkthrough import Segment, write_face_video  # noqa: E402
+from testkit import shared_data  # noqa: E402
+from udfs.evaluation import list_identities  # noqa: E402
 from udfs.image import encode_jpeg  # noqa: E402
 from udfs.motion import MotionGate  # noqa: E402
 
@@ -50,12 +50,11 @@ def decisions(frames: list[bytes], alpha: float) -> list[bool]:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
-    shared = Path(os.environ.get("FACEREC_FACES_DIR", "../shared/faces"))
-    ap.add_argument("--faces", type=Path, default=shared / "celebrity5")
+    ap.add_argument("--faces", type=Path, default=shared_data.faces_dir() / "celebrity5")
     ap.add_argument(
         "--video",
         type=Path,
-        default=Path(os.environ.get("FACEREC_VIDEOS_DIR", "../shared/videos")) / "vtest.avi",
+        default=shared_data.videos_dir() / "vtest.avi",
     )
     ap.add_argument("--alphas", default="0.5,0.7,0.8,1.0")
     ap.add_argument("--out", type=Path, default=Path("reports/bench_motion_gate.json"))

@@ -1,18 +1,24 @@
-"""The one validated configuration tree.
+"""The one validated configuration tree and its one loader.
 
-Sources, later ones winning: defaults, a YAML file (``FACEREC_CONFIG`` or ``--config``),
-environment variables ``FACEREC_<SECTION>__<FIELD>`` (e.g. ``FACEREC_MATCH__THRESHOLD=0.9``).
-Every model forbids unknown keys so a typo fails loudly instead of being ignored.
+Sources, later ones winning: defaults, a YAML file (``--config`` or ``FACEREC_CONFIG``),
+environment variables ``FACEREC_<SECTION>__<FIELD>`` (e.g. ``FACEREC_MATCH__THRESHOLD=0.9``),
+then overrides (command-line flags). Every source goes through validation, and every model
+forbids unknown keys, so a typo or an out-of-range flag fails loudly instead of being
+ignored. This module is the only reader of ``FACEREC_*`` environment variables.
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from contextvars import ContextVar
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
+from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 
@@ -105,6 +111,102 @@ class MatchConfig(_Section):
     )
 
 
+# --------------------------------------------------------------------------- cameras
+class CameraOptions(_Section):
+    """How a camera is read: shared by the ingest agent's cameras and the cameras the job
+    reads itself (one reader, jobs/cameras.py, for both)."""
+
+    fps: float = Field(
+        0.0,
+        ge=0.0,
+        le=120.0,
+        description="Frame-rate cap: a frame closer than 1/fps to the last kept one (on the "
+        "file's own timeline, or the clock for live sources; 25% jitter allowed) is dropped. "
+        "0 = the source's own rate.",
+    )
+    jpeg_quality: int = Field(90, ge=10, le=100, description="JPEG quality of frame records.")
+    loop: int = Field(
+        1,
+        ge=0,
+        le=1000,
+        description="Video files: play them this many times; 0 = forever (true = forever, "
+        "false = once). Live sources ignore it.",
+    )
+    realtime: bool = Field(
+        False,
+        description="Video files: read at the file's own frame rate like a live camera "
+        "(false = as fast as they decode).",
+    )
+    reconnect_initial_s: float = Field(
+        0.5,
+        gt=0.0,
+        le=60.0,
+        description="Wait before reopening a source that failed to open or stopped "
+        "delivering; it doubles after each failure and resets at the next frame.",
+    )
+    reconnect_max_s: float = Field(
+        30.0, gt=0.0, le=3600.0, description="Longest wait between reconnection attempts."
+    )
+
+    @field_validator("loop", mode="before")
+    @classmethod
+    def _loop_switch(cls, value: Any) -> Any:
+        # a YAML switch (`loop: true`) would otherwise validate as the int 1, "play once"
+        if isinstance(value, bool):
+            return 0 if value else 1
+        return value
+
+    @model_validator(mode="after")
+    def _backoff_order(self) -> CameraOptions:
+        if self.reconnect_max_s < self.reconnect_initial_s:
+            raise ValueError(
+                f"reconnect_max_s ({self.reconnect_max_s}) must be at least "
+                f"reconnect_initial_s ({self.reconnect_initial_s})"
+            )
+        return self
+
+
+class CameraConfig(CameraOptions):
+    camera_id: str = Field(
+        ..., pattern=r"^[A-Za-z0-9._-]{1,64}$", description="Unique camera name (no ':')."
+    )
+    url: str = Field(
+        ...,
+        min_length=1,
+        description="rtsp://, http(s):// stream, a video file path, or a device index ('0').",
+    )
+    region: str = Field(..., min_length=1, description="Kafka key: the job's partitioning unit.")
+    fps: float = Field(
+        10.0,
+        ge=0.0,
+        le=120.0,
+        description="Frame-rate cap (see CameraOptions.fps); 0 = the source's own rate.",
+    )
+
+
+class VideoSourceConfig(CameraOptions):
+    """Cameras the job reads itself (``--source video:PATH[,PATH...]``), one per file or URL."""
+
+    region: str = Field(
+        "default",
+        min_length=1,
+        description="Region of cameras read by the job itself; `{camera}` is replaced by the "
+        "camera id (one region per camera). The job is keyed by region: regions are its unit "
+        "of parallelism.",
+    )
+    realtime: bool = Field(
+        True,
+        description="Pace files at their frame rate like a live camera (false = as fast as "
+        "the job takes them).",
+    )
+
+    def camera(self, camera_id: str, url: str) -> CameraConfig:
+        """The configuration of camera ``camera_id`` reading ``url`` with these options."""
+        options = self.model_dump(include=set(CameraOptions.model_fields))
+        region = self.region.replace("{camera}", camera_id)
+        return CameraConfig(camera_id=camera_id, url=url, region=region, **options)
+
+
 # --------------------------------------------------------------------------- job
 class MotionConfig(_Section):
     enabled: bool = Field(True, description="Gate frames by motion; off = every frame passes.")
@@ -133,7 +235,12 @@ class MotionConfig(_Section):
 
 class BatchConfig(_Section):
     max_frames: int = Field(16, ge=1, le=256, description="Frames per detect/embed batch.")
-    max_wait_ms: int = Field(50, ge=1, le=10_000, description="Flush a partial batch after this.")
+    max_wait_ms: int = Field(
+        50,
+        ge=1,
+        le=10_000,
+        description="Analyse a partial batch this long after its first frame was buffered.",
+    )
     realtime_lag_ms: int = Field(
         3000,
         ge=0,
@@ -141,10 +248,27 @@ class BatchConfig(_Section):
         description="A frame younger than this (now - ingest time) is analysed at once with "
         "whatever its region has buffered. Older frames mean the job is behind (catching up "
         "after an outage, a replay): they are batched up to max_frames / max_wait_ms for "
-        "throughput. 0 = always batch. Measured (bench/job.py, 4 cameras x 5 fps, 2 cores): "
-        "150 and 500 made the job batch at normal load, and batches raised its latency (p95 "
-        "1.9-2.0 s against 1.4 s analysing at once). Compares the ingest host's clock with the "
-        "workers': keep them in sync (NTP).",
+        "throughput. 0 = always batch. Keep it above the ingest-to-gate delay at normal load: "
+        "with 150 or 500 the job batched at normal load (bench/job.py, 4 cameras x 5 fps, 2 "
+        "cores), and batching raised its p95 latency to 1.9-2.0 s from 1.4 s analysing at "
+        "once. Compares the ingest host's clock with the workers': keep them in sync (NTP).",
+    )
+    index_wait_ms: int = Field(
+        3000,
+        ge=0,
+        le=600_000,
+        description="From the recognize operator's start, frames stay buffered up to this "
+        "long for the first index message (snapshot manifest or delta) rather than being "
+        "matched against an empty gallery; after it they are matched as unknown. A job "
+        "restored from a checkpoint or savepoint has its index in state and does not wait. "
+        "0 = never wait.",
+    )
+    index_retry_ms: int = Field(
+        100,
+        ge=1,
+        le=10_000,
+        description="While frames wait for the first index message, re-check this often "
+        "whether it has arrived or the wait has timed out.",
     )
 
 
@@ -172,21 +296,6 @@ class TrackConfig(_Section):
     )
 
 
-class VideoSourceConfig(_Section):
-    region: str = Field(
-        "default",
-        description="Region of cameras read by the job itself; `{camera}` is replaced by the "
-        "camera id (one region per camera). The job is keyed by region: regions are its unit "
-        "of parallelism.",
-    )
-    fps: float = Field(0.0, ge=0.0, le=120, description="Frame-rate cap; 0 = the file's own rate.")
-    realtime: bool = Field(
-        True, description="Pace files at their frame rate like a live camera (false = fast)."
-    )
-    jpeg_quality: int = Field(90, ge=30, le=100)
-    loop: int = Field(1, ge=1, le=1000, description="Play files this many times.")
-
-
 class JobConfig(_Section):
     parallelism: int = Field(1, ge=1, le=256)
     checkpoint_interval_ms: int = Field(10_000, ge=100, description="Exactly-once barriers.")
@@ -199,6 +308,11 @@ class JobConfig(_Section):
         "cut the paced reader's hop to ~30 ms but halved throughput on 2 cores.",
     )
     buffer_timeout_ms: int = Field(5, ge=0, le=10_000, description="Network buffer flush interval.")
+    python_executable: str | None = Field(
+        None,
+        description="Python that runs the job's functions on the workers (python.executable); "
+        "default: the interpreter that builds the job.",
+    )
     kafka_connector_jar: Path | None = Field(
         None, description="flink-sql-connector-kafka jar for the Kafka source/sink."
     )
@@ -237,6 +351,33 @@ class KafkaConfig(_Section):
     sasl_username: str | None = None
     sasl_password: SecretStr | None = None
 
+    def client_options(self) -> dict[str, Any]:
+        """Connection options for kafka-python clients (producer, consumer, admin)."""
+        opts: dict[str, Any] = {
+            "bootstrap_servers": self.bootstrap_servers.split(","),
+            "security_protocol": self.security_protocol,
+        }
+        if self.sasl_mechanism:
+            opts["sasl_mechanism"] = self.sasl_mechanism
+            opts["sasl_plain_username"] = self.sasl_username
+            if self.sasl_password is not None:
+                opts["sasl_plain_password"] = self.sasl_password.get_secret_value()
+        return opts
+
+    def java_client_properties(self) -> dict[str, str]:
+        """The same connection as properties of Java Kafka clients (the Flink connector)."""
+        props = {"security.protocol": str(self.security_protocol)}
+        if self.sasl_mechanism:
+            props["sasl.mechanism"] = self.sasl_mechanism
+            password = self.sasl_password.get_secret_value() if self.sasl_password else ""
+            module = "org.apache.kafka.common.security.plain.PlainLoginModule"
+            if self.sasl_mechanism.startswith("SCRAM"):
+                module = "org.apache.kafka.common.security.scram.ScramLoginModule"
+            props["sasl.jaas.config"] = (
+                f'{module} required username="{self.sasl_username}" password="{password}";'
+            )
+        return props
+
 
 class EventStoreConfig(_Section):
     backend: Literal["sqlite", "cassandra"] = Field("sqlite", description="Where events go.")
@@ -272,24 +413,6 @@ class IndexConfig(_Section):
     publish_kafka: bool = Field(False, description="Also publish index messages to Kafka.")
 
 
-class CameraConfig(_Section):
-    camera_id: str = Field(
-        ..., pattern=r"^[A-Za-z0-9._-]{1,64}$", description="Unique camera name (no ':')."
-    )
-    url: str = Field(
-        ...,
-        min_length=1,
-        description="rtsp://, http(s):// stream, a video file path, or a device index ('0').",
-    )
-    region: str = Field(..., min_length=1, description="Kafka key: the job's partitioning unit.")
-    fps: float = Field(10.0, gt=0.0, le=120.0, description="Frame-rate cap; extra frames drop.")
-    jpeg_quality: int = Field(85, ge=10, le=100, description="JPEG quality of sent frames.")
-    loop: bool = Field(False, description="Video files: start over at the end.")
-    realtime: bool = Field(
-        False, description="Video files: pace reading to the file's own frame rate."
-    )
-
-
 class IngestConfig(_Section):
     cameras: list[CameraConfig] = Field(
         default_factory=list, description="Cameras read by `facerec ingest`, each in a thread."
@@ -309,9 +432,15 @@ class IngestConfig(_Section):
     )
     kafka_retries: int = Field(5, ge=0, le=1000, description="Producer retries per batch.")
     retry_initial_s: float = Field(
-        0.5, gt=0.0, le=60.0, description="First backoff (camera reconnect, spool drain)."
+        0.5,
+        gt=0.0,
+        le=60.0,
+        description="First wait before re-sending the spool after a failed send (cameras "
+        "reconnect with their own reconnect_initial_s / reconnect_max_s).",
     )
-    retry_max_s: float = Field(30.0, gt=0.0, le=3600.0, description="Backoff ceiling.")
+    retry_max_s: float = Field(
+        30.0, gt=0.0, le=3600.0, description="Longest wait between spool re-send attempts."
+    )
     metrics_port: int | None = Field(
         None, ge=0, le=65535, description="Serve Prometheus /metrics on this port (0 = any)."
     )
@@ -370,14 +499,51 @@ class ApiConfig(_Section):
 
 
 # --------------------------------------------------------------------------- root
+def default_data_dir() -> Path:
+    """The per-user data directory (XDG): the same store whichever folder a command runs in."""
+    base = os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share"
+    return Path(base) / "facerec"
+
+
+_file_values: ContextVar[Mapping[str, Any] | None] = ContextVar("facerec_file_values", default=None)
+
+
+@contextmanager
+def _reading_file(values: Mapping[str, Any]) -> Iterator[None]:
+    token = _file_values.set(values)
+    try:
+        yield
+    finally:
+        _file_values.reset(token)
+
+
+class _FileSource(PydanticBaseSettingsSource):
+    """The parsed YAML file of the load in progress (below the environment)."""
+
+    def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
+        return None, field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        return dict(_file_values.get() or {})
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="FACEREC_", env_nested_delimiter="__", extra="forbid", frozen=True
     )
 
-    data_dir: Path = Field(Path("data"), description="Where stores, snapshots and reports live.")
+    data_dir: Path = Field(
+        default_factory=default_data_dir,
+        description="Where stores, snapshots, manifests and reports live; default: the "
+        "per-user data directory ($XDG_DATA_HOME/facerec or ~/.local/share/facerec).",
+    )
     faces_dir: Path | None = Field(
-        None, description="Shared real face data (LFW, celebrity5) for tests and benchmarks."
+        None,
+        description="Real face photos (celebrity5/ with train/ and val/, lfw/ with pairs.txt) "
+        "for the demo, `facerec eval`, tests and benchmarks.",
+    )
+    videos_dir: Path | None = Field(
+        None, description="Real footage (the demo's street camera) for the demo and benchmarks."
     )
     detector: DetectorConfig = Field(default_factory=SsdDetectorConfig)
     align: AlignConfig = Field(default_factory=AlignConfig)
@@ -393,6 +559,29 @@ class Settings(BaseSettings):
     ingest: IngestConfig = Field(default_factory=IngestConfig)
     api: ApiConfig = Field(default_factory=ApiConfig)
 
+    # Where each store lives, resolved in one place: a configured path wins over the data
+    # directory.
+    def snapshots_path(self) -> Path:
+        return self.index.snapshots_dir or self.data_dir / "snapshots"
+
+    def manifests_path(self) -> Path:
+        return self.index.manifests_dir or self.data_dir / "manifests"
+
+    def events_sqlite_path(self) -> Path:
+        return self.events.sqlite_path or self.data_dir / "events.sqlite"
+
+    def enrollment_url(self) -> str:
+        return self.enrollment.database_url or f"sqlite:///{self.data_dir / 'enrollment.sqlite'}"
+
+    def spool_path(self) -> Path:
+        return self.ingest.spool_dir or self.data_dir / "spool"
+
+    def dead_letters_path(self) -> Path:
+        return self.data_dir / "deadletters"
+
+    def reports_path(self) -> Path:
+        return self.data_dir / "reports"
+
     @classmethod
     def settings_customise_sources(
         cls,
@@ -402,21 +591,60 @@ class Settings(BaseSettings):
         dotenv_settings: PydanticBaseSettingsSource,
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
-        # environment beats init values, which carry the YAML file (see load_settings)
-        return (env_settings, init_settings, file_secret_settings)
+        # first wins, merged key by key: overrides (init values) > environment > YAML file
+        return (init_settings, env_settings, _FileSource(settings_cls), file_secret_settings)
 
 
-def load_settings(path: str | Path | None = None, **overrides: Any) -> Settings:
-    """Load the YAML file at ``path`` (or ``$FACEREC_CONFIG``), then apply env overrides."""
-    path = path or os.environ.get("FACEREC_CONFIG")
-    values: dict[str, Any] = {}
-    if path:
-        p = Path(path)
-        if not p.is_file():
-            raise FileNotFoundError(f"configuration file {p} does not exist")
-        loaded = yaml.safe_load(p.read_text()) or {}
-        if not isinstance(loaded, dict):
-            raise ValueError(f"configuration file {p}: expected a mapping at top level")
-        values.update(loaded)
-    values.update(overrides)
-    return Settings(**values)
+def read_config_file(path: str | Path) -> dict[str, Any]:
+    p = Path(path)
+    if not p.is_file():
+        raise FileNotFoundError(f"configuration file {p} does not exist")
+    loaded = yaml.safe_load(p.read_text()) or {}
+    if not isinstance(loaded, dict):
+        raise ValueError(f"configuration file {p}: expected a mapping at top level")
+    return loaded
+
+
+def read_cameras_file(path: str | Path) -> list[CameraConfig]:
+    """Cameras from a YAML file: a list of cameras, or a mapping with a ``cameras:`` list
+    (or an ``ingest:`` section holding one)."""
+    p = Path(path)
+    data = yaml.safe_load(p.read_text())
+    if isinstance(data, dict):
+        data = data.get("cameras", (data.get("ingest") or {}).get("cameras"))
+    if not isinstance(data, list) or not data:
+        raise ValueError(
+            f"{p}: expected a non-empty list of cameras ({', '.join(CameraConfig.model_fields)})"
+            f", got {type(data).__name__}"
+        )
+    return [CameraConfig(**c) for c in data]
+
+
+def load_settings(
+    path: str | Path | None = None, overrides: Mapping[str, Any] | None = None
+) -> Settings:
+    """The settings every command runs with: defaults < the YAML file at ``path`` (else
+    ``$FACEREC_CONFIG``) < ``FACEREC_*`` environment variables < ``overrides``, a nested
+    mapping such as ``{"job": {"parallelism": 2}}`` (command-line flags). Everything is
+    validated; a bad value raises ``pydantic.ValidationError`` naming the field."""
+    path = path or os.environ.get("FACEREC_CONFIG") or None
+    with _reading_file(read_config_file(path) if path else {}):
+        return Settings(**dict(overrides or {}))
+
+
+def with_overrides(settings: Settings, overrides: Mapping[str, Any]) -> Settings:
+    """``settings`` with ``overrides`` (nested, as for ``load_settings``) merged in and the
+    result validated again: a derived configuration obeys the same bounds as a loaded one."""
+    merged = _deep_merge(settings.model_dump(), overrides)
+    with _reading_file({}):
+        return Settings(**merged)
+
+
+def _deep_merge(base: Mapping[str, Any], update: Mapping[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in update.items():
+        if isinstance(value, Mapping) and isinstance(out.get(key), Mapping):
+            out[key] = _deep_merge(out[key], value)
+        else:
+            out[key] = value
+    return out

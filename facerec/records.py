@@ -24,12 +24,18 @@ import uuid
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
-from udfs.errors import BadRecord
+from facerec.errors import BadRecord
 
 MAGIC = b"FR"
 SCHEMA_VERSION = 1
 _PREFIX = struct.Struct(">2sBI")
 UNKNOWN = "unknown"
+"""The identity of a face whose best distance is above the threshold."""
+NO_SNAPSHOT = "none"
+"""The snapshot id of an event matched before any snapshot had loaded."""
+NO_DISTANCE = 9.0
+"""The distance of an event with no candidate at all (an empty gallery). Larger than any
+distance between unit vectors (at most 2), and finite so that it survives JSON."""
 _EVENT_NAMESPACE = uuid.UUID("6f1c9a52-2b7e-4b1e-9d7c-5a3f0c1e8b21")
 
 

@@ -24,29 +24,12 @@ from typing import Any
 import numpy as np
 
 from facerec.config import KafkaConfig, Settings
-from facerec.records import index_message, now_ms
+from facerec.records import IndexKind, index_message, now_ms
 from index_builder.snapshot import SnapshotInfo
 from index_builder.store import Change, Template
 
 log = logging.getLogger(__name__)
 INDEX_KEY = b"facerec-index"
-
-
-def manifests_dir(settings: Settings) -> Path:
-    return Path(settings.index.manifests_dir or Path(settings.data_dir) / "manifests")
-
-
-def kafka_client_options(config: KafkaConfig) -> dict[str, Any]:
-    opts: dict[str, Any] = {
-        "bootstrap_servers": config.bootstrap_servers.split(","),
-        "security_protocol": config.security_protocol,
-    }
-    if config.sasl_mechanism:
-        opts["sasl_mechanism"] = config.sasl_mechanism
-        opts["sasl_plain_username"] = config.sasl_username
-        if config.sasl_password is not None:
-            opts["sasl_plain_password"] = config.sasl_password.get_secret_value()
-    return opts
 
 
 class IndexPublisher:
@@ -70,7 +53,7 @@ class IndexPublisher:
     @classmethod
     def from_settings(cls, settings: Settings) -> IndexPublisher:
         return cls(
-            manifests_dir(settings), settings.kafka if settings.index.publish_kafka else None
+            settings.manifests_path(), settings.kafka if settings.index.publish_kafka else None
         )
 
     def _kafka(self) -> Any:
@@ -78,14 +61,14 @@ class IndexPublisher:
             from kafka import KafkaProducer
 
             self._producer = KafkaProducer(
-                acks="all", retries=5, linger_ms=0, **kafka_client_options(self._kafka_config)
+                acks="all", retries=5, linger_ms=0, **self._kafka_config.client_options()
             )
         return self._producer
 
-    def publish(self, kind: str, seq: int, **body: Any) -> str:
+    def publish(self, kind: IndexKind, seq: int, **body: Any) -> str:
         """Publish one message; returns the JSON text. Kafka failures raise (after the local
         copy is written) so a caller can report that the delta did not reach the job."""
-        message = index_message(kind, seq=int(seq), **body)  # type: ignore[arg-type]
+        message = index_message(kind, seq=int(seq), **body)
         with self._lock:
             name = f"{now_ms():013d}-{int(seq):012d}-{kind}-{secrets.token_hex(3)}.json"
             fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=self.directory)
@@ -181,7 +164,7 @@ def read_kafka_messages(
         enable_auto_commit=False,
         group_id=None,
         consumer_timeout_ms=int(timeout_s * 1000),
-        **kafka_client_options(kafka),
+        **kafka.client_options(),
     )
     out: list[dict[str, Any]] = []
     try:

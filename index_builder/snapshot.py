@@ -22,11 +22,9 @@ import numpy as np
 from annoy import AnnoyIndex
 from tqdm import tqdm
 
-from facerec.config import Settings
-from index_builder.metrics import timed_build
-from index_builder.store import EnrollmentStore
-from udfs.errors import SnapshotMismatch
-from udfs.snapshot_io import (
+from facerec.errors import SnapshotMismatch
+from facerec.models import EMBEDDING_DIM
+from facerec.snapshot_format import (
     DATA_FILES,
     FORMAT_VERSION,
     IDS_FILE,
@@ -34,22 +32,12 @@ from udfs.snapshot_io import (
     MANIFEST_FILE,
     METRIC,
     VECTORS_FILE,
-    load_snapshot,
     read_manifest,
     sha256_file,
-    verify_snapshot,
 )
+from index_builder.metrics import timed_build
+from index_builder.store import EnrollmentStore
 
-__all__ = [
-    "SnapshotInfo",
-    "build_snapshot",
-    "gc_snapshots",
-    "latest_snapshot",
-    "list_snapshots",
-    "load_snapshot",
-    "snapshots_dir",
-    "verify_snapshot",
-]
 log = logging.getLogger(__name__)
 PROGRESS_MIN_ITEMS = 50_000
 """Show a tqdm bar when adding at least this many items."""
@@ -63,10 +51,6 @@ class SnapshotInfo:
     @property
     def snapshot_id(self) -> str:
         return str(self.manifest["snapshot_id"])
-
-
-def snapshots_dir(settings: Settings) -> Path:
-    return Path(settings.index.snapshots_dir or Path(settings.data_dir) / "snapshots")
 
 
 def _new_snapshot_id(now: datetime, max_seq: int) -> str:
@@ -162,7 +146,7 @@ def build_snapshot(
     """Snapshot every template of ``model_id`` in the store; gc down to ``keep`` afterwards."""
     max_seq = store.max_seq()
     total = store.count_templates(model_id, max_seq)
-    vectors = np.empty((total, 512), dtype=np.float32)
+    vectors = np.empty((total, EMBEDDING_DIM), dtype=np.float32)
     tids: list[str] = []
     pids: list[str] = []
     rows = store.iter_vectors(model_id, max_seq=max_seq)
@@ -237,7 +221,3 @@ def _fsync(path: Path) -> None:
     finally:
         os.close(fd)
 
-
-# re-exported for ``facerec index verify`` and tests
-load = load_snapshot
-verify = verify_snapshot

@@ -23,11 +23,11 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
 
 from facerec.config import Settings
+from facerec.errors import FaceRecError
+from facerec.models import EMBEDDING_DIM
 from facerec.sqlite_wal import use_wal
 from index_builder.schema import changes, metadata, people, templates
-from udfs.errors import FaceRecError
 
-EMBEDDING_DIM = 512
 _LOCK_KEY = 0x66616365  # "face": PostgreSQL advisory lock serialising change-log writers
 _SCHEMA_RE = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 
@@ -66,6 +66,16 @@ class Template:
 
 
 @dataclass(frozen=True)
+class NewTemplate:
+    """A face template about to be stored: what enrollment computed from one photo."""
+
+    embedding: np.ndarray = field(repr=False)
+    model_id: str
+    quality: dict[str, Any] = field(default_factory=dict)
+    image_sha256: str = ""
+
+
+@dataclass(frozen=True)
 class Change:
     seq: int
     kind: str
@@ -73,12 +83,6 @@ class Change:
     template_id: str | None
     model_id: str | None
     created_at: datetime
-
-
-def default_database_url(settings: Settings) -> str:
-    if settings.enrollment.database_url:
-        return settings.enrollment.database_url
-    return f"sqlite:///{Path(settings.data_dir) / 'enrollment.sqlite'}"
 
 
 def _utc(value: datetime) -> datetime:
@@ -119,7 +123,7 @@ class EnrollmentStore:
 
     @classmethod
     def from_settings(cls, settings: Settings, create: bool = True) -> EnrollmentStore:
-        store = cls(default_database_url(settings))
+        store = cls(settings.enrollment_url())
         if create:
             store.create_schema()
         return store
@@ -247,18 +251,18 @@ class EnrollmentStore:
     def add_templates(
         self,
         person_id: str,
-        items: Sequence[tuple[np.ndarray, str, dict[str, Any], str]],
+        items: Sequence[NewTemplate],
     ) -> list[Template]:
-        """Add ``(embedding, model_id, quality, image_sha256)`` items in one transaction;
-        each gets its own ``enroll`` change (and seq)."""
+        """Add templates in one transaction; each gets its own ``enroll`` change (and seq)."""
         now = _now()
         out: list[Template] = []
         with self._write() as conn:
             exists = conn.execute(select(people.c.id).where(people.c.id == person_id)).first()
             if exists is None:
                 raise PersonNotFound(f"no person with id {person_id!r}")
-            for vector, model_id, quality, sha in items:
-                blob = _vector_bytes(vector)
+            for item in items:
+                model_id, quality, sha = item.model_id, item.quality, item.image_sha256
+                blob = _vector_bytes(item.embedding)
                 tid = uuid.uuid4().hex
                 seq = int(
                     conn.execute(
@@ -298,9 +302,8 @@ class EnrollmentStore:
         quality: dict[str, Any] | None = None,
         image_sha256: str = "",
     ) -> Template:
-        return self.add_templates(person_id, [(embedding, model_id, quality or {}, image_sha256)])[
-            0
-        ]
+        item = NewTemplate(embedding, model_id, quality or {}, image_sha256)
+        return self.add_templates(person_id, [item])[0]
 
     def list_templates(self, person_id: str, with_embeddings: bool = False) -> list[Template]:
         with self.engine.connect() as conn:

@@ -26,7 +26,6 @@ from kafka.errors import KafkaError
 from prometheus_client import Counter, Gauge, Histogram
 
 from facerec.config import IngestConfig, KafkaConfig
-from index_builder.publish import kafka_client_options
 from jobs.spool import Spool
 
 log = logging.getLogger(__name__)
@@ -91,7 +90,7 @@ def producer_config(kafka: KafkaConfig, ingest: IngestConfig) -> dict[str, Any]:
         log.warning("the 'crc32c' package is missing: kafka-python falls back to a pure-Python "
                     "CRC (~10 ms per 90 kB frame), capping ingest near 70 frames/s")
     conf: dict[str, Any] = {
-        **kafka_client_options(kafka),  # servers, security protocol, SASL
+        **kafka.client_options(),  # servers, security protocol, SASL
         "acks": "all",
         "retries": ingest.kafka_retries,
         "max_in_flight_requests_per_connection": 1,

@@ -15,7 +15,8 @@ from pyflink.datastream.connectors.number_seq import NumberSequenceSource
 from pyflink.datastream.functions import FlatMapFunction, KeyedProcessFunction, RuntimeContext
 
 from facerec.config import Settings
-from jobs.sources import CameraReader, CameraSpec, tick_count
+from jobs.cameras import CameraPlan, CameraReader
+from jobs.sources import tick_count
 
 log = logging.getLogger(__name__)
 BYTES = Types.PRIMITIVE_ARRAY(Types.BYTE())
@@ -27,13 +28,12 @@ class KafkaConnectorMissing(RuntimeError):
 
 # ------------------------------------------------------------------------------ video
 class ReadCameras(KeyedProcessFunction):
-    """Keyed by camera index: each tick asks the owning subtask for the next frame."""
+    """Keyed by camera index: each tick asks the owning subtask for the camera's frame with
+    the tick's sequence number. A bounded camera leaves a ``.done`` marker in ``done_dir``
+    after its last frame, so the index watcher knows when the run is over."""
 
-    def __init__(
-        self, cameras: list[str], settings: Settings, done_dir: str, paced: bool = False
-    ) -> None:
-        self.cameras, self.settings, self.done_dir = cameras, settings, done_dir
-        self.paced = paced
+    def __init__(self, cameras: list[CameraPlan], done_dir: str, paced: bool = False) -> None:
+        self.cameras, self.done_dir, self.paced = cameras, done_dir, paced
 
     def open(self, ctx: RuntimeContext) -> None:
         self.readers: dict[int, CameraReader] = {}
@@ -47,29 +47,28 @@ class ReadCameras(KeyedProcessFunction):
 
     def process_element(self, tick, ctx):
         index, seq = tick
+        plan = self.cameras[index]
+        if plan.frames is not None and seq >= plan.frames:
+            return
         reader = self.readers.get(index)
         if reader is None:
-            reader = self.readers[index] = CameraReader(
-                CameraSpec.from_json(self.cameras[index]), self.settings, self.paced
-            )
-        if seq >= reader.spec.frames > 0 and not reader.spec.live:
-            return
-        frame = reader.read(seq)
-        if frame is None or (not reader.spec.live and seq == reader.spec.frames - 1):
+            reader = self.readers[index] = CameraReader(plan.cam, paced=self.paced)
+        record = reader.read(seq)
+        if plan.frames is not None and (record is None or seq == plan.frames - 1):
             Path(self.done_dir).mkdir(parents=True, exist_ok=True)
-            (Path(self.done_dir) / f"{reader.spec.camera_id}.done").touch()
-        if frame is not None:
+            (Path(self.done_dir) / f"{plan.cam.camera_id}.done").touch()
+        if record is not None:
             self.read_counter.inc()
-            yield frame
+            yield record.encode()
 
 
 def video_frames(
-    env: StreamExecutionEnvironment, cameras: list[CameraSpec], settings: Settings, done_dir: Path
+    env: StreamExecutionEnvironment, cameras: list[CameraPlan], done_dir: Path
 ) -> DataStream:
     n = len(cameras)
     count = tick_count(cameras)
-    bounded = not any(c.live for c in cameras)
-    paced = bounded and settings.job.video.realtime
+    bounded = all(c.bounded for c in cameras)
+    paced = bounded and all(c.cam.realtime for c in cameras)
     if paced:
         ticks = paced_ticks(env, count, rate=n * max(c.fps for c in cameras))
     else:
@@ -83,10 +82,7 @@ def video_frames(
         .name("deal-ticks")
         .uid("deal-ticks")
         .key_by(lambda t: t[0], key_type=Types.INT())
-        .process(
-            ReadCameras([c.to_json() for c in cameras], settings, str(done_dir), paced),
-            output_type=BYTES,
-        )
+        .process(ReadCameras(cameras, str(done_dir), paced), output_type=BYTES)
         .name("read-cameras")
         .uid("read-cameras")
     )
@@ -171,18 +167,20 @@ def local_index(
     settings: Settings,
     manifests: Path,
     done_dir: Path,
-    cameras: list[CameraSpec],
+    cameras: list[CameraPlan],
 ) -> DataStream:
-    bounded = not any(c.live for c in cameras)
-    if bounded:  # enough ticks to outlast the videos played in real time, with margin
-        seconds = max(c.frames / c.fps for c in cameras) * settings.job.video.loop + 120
+    bounded = all(c.bounded for c in cameras)
+    if bounded:
+        # The watcher must outlive the cameras (it ends once they are all done): twice
+        # their playing time in real time plus two minutes, as a loaded machine plays slower.
+        seconds = 2 * max((c.frames or 0) / c.fps for c in cameras) + 120
         ticks = int(seconds / WatchIndexDir.TICK_S)
     else:
         ticks = 2**62
     watcher = WatchIndexDir(
         str(manifests),
         str(done_dir),
-        [c.camera_id for c in cameras] if bounded else [],
+        [c.cam.camera_id for c in cameras] if bounded else [],
         settings.job.index_poll_ms,
     )
     return (
@@ -210,21 +208,6 @@ def require_kafka_connector(settings: Settings, env: StreamExecutionEnvironment)
             + (f" (configured path {jar} does not exist)" if jar else "")
         )
     env.add_jars(Path(jar).resolve().as_uri())
-
-
-def _kafka_props(settings: Settings) -> dict[str, str]:
-    k = settings.kafka
-    props = {"security.protocol": k.security_protocol}
-    if k.sasl_mechanism:
-        props["sasl.mechanism"] = k.sasl_mechanism
-        password = k.sasl_password.get_secret_value() if k.sasl_password else ""
-        module = "org.apache.kafka.common.security.plain.PlainLoginModule"
-        if k.sasl_mechanism.startswith("SCRAM"):
-            module = "org.apache.kafka.common.security.scram.ScramLoginModule"
-        props["sasl.jaas.config"] = (
-            f'{module} required username="{k.sasl_username}" password="{password}";'
-        )
-    return props
 
 
 def _offsets(start: str):
@@ -258,7 +241,7 @@ def kafka_frames(env: StreamExecutionEnvironment, settings: Settings) -> DataStr
         .set_value_only_deserializer(ByteArraySchema())
         .set_property("commit.offsets.on.checkpoint", "true")
     )
-    for key, value in _kafka_props(settings).items():
+    for key, value in settings.kafka.java_client_properties().items():
         builder = builder.set_property(key, value)
     source = builder.build()
     # the uid names its offsets in a savepoint
@@ -280,7 +263,7 @@ def kafka_index(env: StreamExecutionEnvironment, settings: Settings) -> DataStre
         .set_starting_offsets(KafkaOffsetsInitializer.earliest())
         .set_value_only_deserializer(SimpleStringSchema())
     )
-    for key, value in _kafka_props(settings).items():
+    for key, value in settings.kafka.java_client_properties().items():
         builder = builder.set_property(key, value)
     return (
         env.from_source(builder.build(), WatermarkStrategy.no_watermarks(), "kafka-index")
@@ -316,6 +299,6 @@ def kafka_sink(settings: Settings, topic: str):
         )
         .set_delivery_guarantee(DeliveryGuarantee.AT_LEAST_ONCE)
     )
-    for key, value in _kafka_props(settings).items():
+    for key, value in settings.kafka.java_client_properties().items():
         builder = builder.set_property(key, value)
     return builder.build()

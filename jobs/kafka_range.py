@@ -24,7 +24,6 @@ from kafka import KafkaConsumer, TopicPartition
 from kafka.errors import KafkaError, NoBrokersAvailable
 
 from facerec.config import KafkaConfig
-from index_builder.publish import kafka_client_options
 
 log = logging.getLogger(__name__)
 FETCH_MAX_BYTES = 64 << 20
@@ -96,7 +95,7 @@ def open_consumer(kafka: KafkaConfig, **extra: Any) -> KafkaConsumer:
     """A group-less consumer (partitions are assigned by hand); an unreachable broker raises
     ``RangeError`` within a few seconds instead of a kafka-python traceback."""
     conf: dict[str, Any] = {
-        **kafka_client_options(kafka),
+        **kafka.client_options(),
         "enable_auto_commit": False,
         "group_id": None,
         "receive_message_max_bytes": FETCH_MAX_BYTES,

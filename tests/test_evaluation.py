@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from facerec import evaluation as ev
+from udfs import evaluation as ev
 
 
 def test_kfold_accuracy_is_perfect_on_separable_distances():
@@ -57,7 +57,7 @@ def test_verification_pairs_are_balanced_and_seeded():
 
 @pytest.mark.data
 def test_eval_command_on_real_faces_writes_report_and_roc(tmp_path, celebrity5):
-    from jobs.cli import app
+    from jobs.cli.main import app
 
     # a small LFW-style folder: Name/Name_0001.jpg plus a 2-fold pairs.txt
     names = ["ben_afflek", "madonna", "elton_john"]
@@ -85,7 +85,7 @@ def test_eval_command_on_real_faces_writes_report_and_roc(tmp_path, celebrity5):
 
 
 def test_eval_command_refuses_a_missing_folder(tmp_path):
-    from jobs.cli import app
+    from jobs.cli.main import app
 
     result = CliRunner().invoke(app, ["eval", str(tmp_path / "nope")])
     assert result.exit_code == 2

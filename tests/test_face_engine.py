@@ -7,10 +7,10 @@ import numpy as np
 import pytest
 
 from facerec.config import BlazeFaceDetectorConfig, Settings, SsdDetectorConfig
+from facerec.errors import LowQualityFace, MoreThanOneFace, NoFaceFound
 from udfs.align import crop_face, standardize
 from udfs.detectors.base import available, create_detector
 from udfs.engine import FaceEngine, primary_detection
-from udfs.errors import LowQualityFace, MoreThanOneFace, NoFaceFound
 from udfs.image import decode_image, encode_jpeg
 
 pytestmark = pytest.mark.data

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from udfs.errors import ImageTooLarge, ImageTooSmall, InvalidImage
+from facerec.errors import ImageTooLarge, ImageTooSmall, InvalidImage
 from udfs.image import decode_image, encode_jpeg
 
 

@@ -4,30 +4,23 @@ from __future__ import annotations
 
 import threading
 import time
+from functools import partial
 from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
-from conftest import videos_root
 from kafka import KafkaConsumer, TopicPartition
 from prometheus_client import REGISTRY
 
 from facerec.config import CameraConfig, Settings
-from facerec.devbroker import DevBroker, free_port
 from facerec.records import FrameRecord
-from jobs.ingest import FpsCap, FrameSource, IngestAgent, spool_path
+from jobs.cameras import CameraReader, FpsCap
+from jobs.ingest import IngestAgent, spool_path
 from jobs.spool import Spool
+from testkit.devbroker import DevBroker, free_port
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture(scope="module")
-def video() -> Path:
-    root = videos_root()
-    if root is None or not (root / "vtest.avi").is_file():
-        pytest.skip("../shared/videos/vtest.avi not found: set FACEREC_VIDEOS_DIR")
-    return root / "vtest.avi"
 
 
 def settings_for(tmp_path: Path, bootstrap: str, **ingest) -> Settings:
@@ -89,11 +82,11 @@ def assert_first_copies_in_order(records: list[tuple[bytes, FrameRecord]]) -> No
 
 
 def test_given_two_cameras_when_ingesting_video_then_every_frame_arrives_in_order(
-    kafka_broker, topic_name: str, tmp_path: Path, video: Path
+    kafka_broker, topic_name: str, tmp_path: Path, street: Path
 ) -> None:
     cams = [
-        CameraConfig(camera_id="door", url=str(video), region="eu", fps=120, jpeg_quality=80),
-        CameraConfig(camera_id="hall", url=str(video), region="us", fps=5, jpeg_quality=60),
+        CameraConfig(camera_id="door", url=str(street), region="eu", fps=120, jpeg_quality=80),
+        CameraConfig(camera_id="hall", url=str(street), region="us", fps=5, jpeg_quality=60),
     ]
     settings = settings_for(tmp_path, kafka_broker.bootstrap, send_timeout_s=10.0)
     agent = IngestAgent(settings, cams, topic=topic_name)
@@ -122,33 +115,35 @@ def test_given_two_cameras_when_ingesting_video_then_every_frame_arrives_in_orde
     assert sent is not None and sent >= 40
 
 
-class GatedSource(FrameSource):
-    """The real video, but reading blocks at frame ``gate_at`` until ``gate`` is set, then
+class GatedReader(CameraReader):
+    """The real street, but reading blocks at frame ``gate_at`` until ``gate`` is set, then
     goes on at ``pace_s`` per frame: the test decides when the outage starts."""
 
-    def __init__(self, url: str, gate_at: int, pace_s: float) -> None:
-        super().__init__(url)
+    def __init__(self, cam: CameraConfig, *, gate_at: int, pace_s: float, **kwargs) -> None:
+        super().__init__(cam, **kwargs)
         self.gate, self.gate_at, self.pace_s, self.n = threading.Event(), gate_at, pace_s, 0
 
-    def read(self) -> np.ndarray | None:
+    def _read_image(self) -> np.ndarray | None:
         if self.n == self.gate_at:
             self.gate.wait(60)
         if self.n >= self.gate_at:
             time.sleep(self.pace_s)
         self.n += 1
-        return super().read()
+        return super()._read_image()
 
 
 def test_given_broker_restart_mid_stream_when_ingesting_then_no_frame_is_missing(
-    tmp_path: Path, video: Path
+    tmp_path: Path, street: Path
 ) -> None:
     total, before = 100, 40
     broker = DevBroker(port=free_port(), log_path=tmp_path / "tansu.log").start()
     topic = f"t-restart-{time.time_ns()}"
-    cam = CameraConfig(camera_id="gate", url=str(video), region="eu", fps=120)
-    agent = IngestAgent(settings_for(tmp_path, broker.bootstrap), [cam], topic=topic)
-    worker, sender = agent.workers["gate"], agent.senders["gate"]
-    worker.source = source = GatedSource(str(video), gate_at=before, pace_s=0.02)
+    cam = CameraConfig(camera_id="gate", url=str(street), region="eu", fps=120)
+    agent = IngestAgent(settings_for(tmp_path, broker.bootstrap), [cam], topic=topic,
+                        reader=partial(GatedReader, gate_at=before, pace_s=0.02))
+    worker, sender = agent.readers["gate"], agent.senders["gate"]
+    assert isinstance(worker, GatedReader)
+    source = worker
     runner = threading.Thread(target=agent.run, kwargs={"max_frames": total,
                                                         "drain_timeout_s": 60})
     first = Collector(broker.bootstrap, topic)
@@ -182,7 +177,7 @@ def test_given_broker_restart_mid_stream_when_ingesting_then_no_frame_is_missing
         broker.stop()
 
     expected = {r.frame_id for _, r in first.records} | {r.frame_id for _, r in second.records}
-    want = {f"gate:{worker.session_ms}:{s:09d}" for s in range(total)}
+    want = {f"gate:{worker.epoch_ms}:{s:09d}" for s in range(total)}
     missing = sorted(want - expected)
     assert not missing, f"{len(missing)} frames lost: {missing[:5]}"
     copies = len(first.records) + len(second.records)
@@ -196,10 +191,10 @@ def test_given_broker_restart_mid_stream_when_ingesting_then_no_frame_is_missing
 
 
 def test_given_no_broker_when_spool_fills_then_oldest_shed_and_counted(
-    tmp_path: Path, video: Path
+    tmp_path: Path, street: Path
 ) -> None:
     dead = f"127.0.0.1:{free_port()}"
-    cam = CameraConfig(camera_id="lonely", url=str(video), region="eu", fps=120,
+    cam = CameraConfig(camera_id="lonely", url=str(street), region="eu", fps=120,
                        jpeg_quality=70)
     settings = settings_for(tmp_path, dead, spool_max_mb=0.5)
     agent = IngestAgent(settings, [cam], topic="never")
@@ -247,19 +242,19 @@ def test_given_fps_cap_when_frames_arrive_then_rate_is_capped(
 
 
 def test_given_cameras_yaml_when_cli_ingest_then_report_and_metrics(
-    kafka_broker, topic_name: str, tmp_path: Path, video: Path
+    kafka_broker, topic_name: str, tmp_path: Path, street: Path
 ) -> None:
     import json
     import urllib.request
 
     from typer.testing import CliRunner
 
-    from jobs.cli import app
+    from jobs.cli.main import app
 
     cams = tmp_path / "cams.yaml"
     cams.write_text(
-        f"- {{camera_id: cli-a, url: '{video}', region: eu, fps: 30, jpeg_quality: 70}}\n"
-        f"- {{camera_id: cli-b, url: '{video}', region: us, fps: 5}}\n"
+        f"- {{camera_id: cli-a, url: '{street}', region: eu, fps: 30, jpeg_quality: 70}}\n"
+        f"- {{camera_id: cli-b, url: '{street}', region: us, fps: 5}}\n"
     )
     port = free_port()
     env = {"FACEREC_DATA_DIR": str(tmp_path), "FACEREC_KAFKA__BOOTSTRAP_SERVERS":
@@ -275,5 +270,5 @@ def test_given_cameras_yaml_when_cli_ingest_then_report_and_metrics(
     assert 'facerec_ingest_frames_sent_total{camera="cli-b",region="us"} 5.0' in body
     assert "facerec_ingest_send_seconds_bucket" in body and "facerec_ingest_spool_depth" in body
 
-    bad = CliRunner().invoke(app, ["ingest", "--cameras", str(video)], env=env)
+    bad = CliRunner().invoke(app, ["ingest", "--cameras", str(street)], env=env)
     assert bad.exit_code == 2

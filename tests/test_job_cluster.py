@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from facerec.devbroker import free_port
+from testkit.devbroker import free_port
 
 pytestmark = [pytest.mark.flink, pytest.mark.integration, pytest.mark.data]
 ROOT = Path(__file__).resolve().parents[1]
@@ -73,10 +73,11 @@ def cluster(tmp_path_factory):
 def _world(tmp_path: Path, engine, celebrity5: Path, names: list[str]):
     """A published snapshot of ``names`` (celebrity5 train) in ``tmp_path/data`` and a
     10 fps video of them walking in (val photos). Returns (data dir, video, snapshot)."""
-    from facerec.evaluation import list_identities
-    from facerec.synthetic import Segment, gallery_from_photos, write_face_video
     from index_builder.publish import IndexPublisher
     from index_builder.snapshot import write_snapshot
+    from jobs.walkthrough import Segment, write_face_video
+    from testkit.videos import gallery_from_photos
+    from udfs.evaluation import list_identities
 
     data = tmp_path / "data"
     val = list_identities(celebrity5 / "val")
@@ -95,7 +96,7 @@ def test_given_standalone_cluster_when_job_submitted_then_events_stored(
 ):
     from facerec.config import Settings
     from facerec.eventstore import open_event_store
-    from jobs.job_cli import submit_command
+    from jobs.submit import submit_command
 
     names = ["ben_afflek", "madonna"]
     data, video, _ = _world(tmp_path, engine, celebrity5, names)
@@ -125,7 +126,7 @@ def test_given_standalone_cluster_when_job_submitted_then_events_stored(
 
 
 def _flink(cluster, *args: str) -> str:
-    from jobs.job_cli import flink_bin
+    from jobs.submit import flink_bin
 
     result = subprocess.run(
         [str(flink_bin()), *args],
@@ -160,7 +161,7 @@ def test_given_running_job_when_stopped_with_savepoint_then_submit_resumes_it(
     import re
 
     from facerec.config import Settings
-    from jobs.job_cli import submit_command
+    from jobs.submit import submit_command
 
     names = ["jerry_seinfeld", "mindy_kaling"]
     data, video, info = _world(tmp_path, engine, celebrity5, names)

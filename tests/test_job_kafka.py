@@ -29,7 +29,7 @@ def test_given_no_connector_jar_when_kafka_job_built_then_it_refuses_naming_the_
 
 
 def test_given_no_connector_jar_when_cli_runs_kafka_then_exit_2_with_reason(tmp_path, monkeypatch):
-    from jobs.cli import app
+    from jobs.cli.main import app
 
     monkeypatch.setenv("FACEREC_DATA_DIR", str(tmp_path))
     result = CliRunner().invoke(app, ["job", "run", "--source", "kafka"])

@@ -14,9 +14,10 @@ import pytest
 
 from facerec.config import Settings
 from facerec.records import FrameRecord
-from facerec.synthetic import Segment, gallery_from_photos, write_face_video
 from index_builder.publish import IndexPublisher
 from index_builder.snapshot import write_snapshot
+from jobs.walkthrough import Segment, write_face_video
+from testkit.videos import gallery_from_photos
 from udfs.image import encode_jpeg
 
 pytestmark = [pytest.mark.flink, pytest.mark.data]
@@ -31,7 +32,7 @@ def gallery(engine, celebrity5):
 @pytest.fixture(scope="module")
 def scene(tmp_path_factory, celebrity5):
     """A 10 fps video: each val identity slides in (8 frames) then stands still (14)."""
-    from facerec.evaluation import list_identities
+    from udfs.evaluation import list_identities
 
     val = list_identities(celebrity5 / "val")
     segments = [Segment(n, val[n][0], moving_frames=8, static_frames=14) for n in sorted(val)]

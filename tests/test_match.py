@@ -8,9 +8,9 @@ import math
 import numpy as np
 import pytest
 
+from facerec.errors import BadRecord, SnapshotMismatch
 from facerec.records import UNKNOWN, index_message
 from index_builder.snapshot import write_snapshot
-from udfs.errors import BadRecord, SnapshotMismatch
 from udfs.match import Matcher
 
 MODEL = "model-a"

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from facerec.devbroker import free_port
+from testkit.devbroker import free_port
 
 pytestmark = [pytest.mark.integration, pytest.mark.flink, pytest.mark.data]
 ROOT = Path(__file__).resolve().parents[1]
@@ -99,9 +99,9 @@ def flink_job(tmp_path_factory, celebrity5):
     is an 'unknown', which still goes through every stage and the latency histogram)."""
     import pyflink
 
-    from facerec.evaluation import list_identities
-    from facerec.synthetic import Segment, write_face_video
-    from jobs.job_cli import submit_command
+    from jobs.submit import submit_command
+    from jobs.walkthrough import Segment, write_face_video
+    from udfs.evaluation import list_identities
 
     work = tmp_path_factory.mktemp("flink")
     conf_dir = work / "conf"

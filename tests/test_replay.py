@@ -18,11 +18,12 @@ from typer.testing import CliRunner
 from facerec.config import Settings
 from facerec.eventstore import open_event_store
 from facerec.records import FrameRecord, RecognitionEvent, make_frame_id, now_ms
-from facerec.synthetic import Segment, gallery_from_photos, write_face_video
 from index_builder.snapshot import write_snapshot
 from jobs.kafka_range import RangeError, parse_offsets, parse_time
 from jobs.replay import ReplayRequest, replay_events_to_store, run_replay
 from jobs.replay_report import compare
+from jobs.walkthrough import Segment, write_face_video
+from testkit.videos import gallery_from_photos
 from udfs.image import encode_jpeg
 from udfs.match import Matcher
 from udfs.pipeline import RecognitionPipeline
@@ -67,7 +68,7 @@ def _produce(bootstrap: str, topic: str, values: list[bytes], key: bytes = b"lob
 def world(tmp_path_factory, kafka_broker, engine, celebrity5, gallery):
     """Snapshots, a frames topic (first part, a mid-range mark, second part), and the
     original events in the event store and on an events topic."""
-    from facerec.evaluation import list_identities
+    from udfs.evaluation import list_identities
 
     root = tmp_path_factory.mktemp("replay")
     settings = Settings(data_dir=root / "data", kafka={"bootstrap_servers": kafka_broker.bootstrap})
@@ -228,7 +229,7 @@ def test_given_events_topic_when_replayed_into_empty_store_then_same_events(worl
 
 
 def _cli(args: list[str], world) -> tuple[int, str]:
-    from jobs.cli import app
+    from jobs.cli.main import app
 
     env = {"FACEREC_DATA_DIR": str(world["settings"].data_dir), "FACEREC_CONFIG": ""}
     result = CliRunner().invoke(app, ["replay", *args], env=env)

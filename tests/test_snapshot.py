@@ -7,17 +7,16 @@ import json
 import numpy as np
 import pytest
 
+from facerec.errors import SnapshotMismatch
+from facerec.snapshot_format import load_snapshot, verify_snapshot
 from index_builder.publish import IndexPublisher, LocalIndexLog, read_kafka_messages
 from index_builder.snapshot import (
     build_snapshot,
     gc_snapshots,
     latest_snapshot,
     list_snapshots,
-    load_snapshot,
-    verify_snapshot,
 )
-from index_builder.store import EnrollmentStore
-from udfs.errors import SnapshotMismatch
+from index_builder.store import EnrollmentStore, NewTemplate
 
 MODEL = "model-a"
 
@@ -34,7 +33,7 @@ def store(tmp_path):
     vecs = unit_vectors(40)
     for i in range(4):
         p = s.create_person(f"P{i}", person_id=f"p{i}")
-        s.add_templates(p.id, [(vecs[i * 10 + j], MODEL, {}, "") for j in range(10)])
+        s.add_templates(p.id, [NewTemplate(vecs[i * 10 + j], MODEL) for j in range(10)])
     s.add_template("p0", unit_vectors(1, 9)[0], "other-model")
     yield s
     s.close()
@@ -142,7 +141,7 @@ def test_given_broker_when_published_then_read_back_from_kafka(
 def test_given_cli_when_build_list_verify_gc_then_works(store, tmp_path, monkeypatch):
     from typer.testing import CliRunner
 
-    from jobs.cli import app
+    from jobs.cli.main import app
 
     monkeypatch.setenv("FACEREC_DATA_DIR", str(tmp_path / "data"))
     monkeypatch.setenv("FACEREC_ENROLLMENT__DATABASE_URL", store.url)

@@ -7,7 +7,7 @@ import uuid
 import numpy as np
 import pytest
 
-from index_builder.store import DuplicatePerson, EnrollmentStore, PersonNotFound
+from index_builder.store import DuplicatePerson, EnrollmentStore, NewTemplate, PersonNotFound
 
 PG_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 MODEL = "model-a"
@@ -79,7 +79,9 @@ def test_given_templates_when_enrolled_then_change_log_is_monotonic(store):
     rng = np.random.default_rng(0)
     a = store.create_person("A")
     b = store.create_person("B")
-    ta = store.add_templates(a.id, [(unit(rng), MODEL, {"ok": True}, "aa" * 32) for _ in range(3)])
+    ta = store.add_templates(
+        a.id, [NewTemplate(unit(rng), MODEL, {"ok": True}, "aa" * 32) for _ in range(3)]
+    )
     tb = store.add_template(b.id, unit(rng), MODEL, {"ok": True}, "bb" * 32)
     store.add_template(b.id, unit(rng), "model-b")
     seqs = [t.seq for t in ta] + [tb.seq]
@@ -102,7 +104,7 @@ def test_given_templates_when_enrolled_then_change_log_is_monotonic(store):
 def test_given_person_when_deleted_then_templates_erased_and_tombstone_logged(store):
     rng = np.random.default_rng(1)
     a = store.create_person("A")
-    store.add_templates(a.id, [(unit(rng), MODEL, {}, "") for _ in range(2)])
+    store.add_templates(a.id, [NewTemplate(unit(rng), MODEL) for _ in range(2)])
     before = store.max_seq()
     change = store.delete_person(a.id)
     assert change.kind == "delete" and change.seq == before + 1

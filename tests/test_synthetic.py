@@ -7,8 +7,8 @@ import cv2
 import numpy as np
 import pytest
 
-from facerec.evaluation import list_identities
-from facerec.synthetic import write_crowd_video
+from testkit.videos import write_crowd_video
+from udfs.evaluation import list_identities
 
 pytestmark = pytest.mark.data
 

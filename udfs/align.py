@@ -9,13 +9,12 @@ import cv2
 import numpy as np
 
 from facerec.config import AlignConfig
+from facerec.models import FACENET_INPUT_PX
 from udfs.detectors.base import Detection
-
-FACENET_INPUT = 160
 
 
 def crop_face(
-    frame: np.ndarray, det: Detection, config: AlignConfig, size: int = FACENET_INPUT
+    frame: np.ndarray, det: Detection, config: AlignConfig, size: int = FACENET_INPUT_PX
 ) -> np.ndarray:
     """uint8 BGR square crop of side ``size``; pixels outside the frame are black."""
     x1, y1, x2, y2 = det.box

@@ -13,12 +13,10 @@ from pathlib import Path
 
 import numpy as np
 
-from udfs import models
+from facerec.models import EMBEDDING_DIM, FACENET_INPUT_PX, FACENET_MODEL_ID
+from udfs import model_files
 
 log = logging.getLogger(__name__)
-
-EMBEDDING_DIM = 512
-IMAGE_SIZE = 160
 
 
 def _quiet_tensorflow() -> None:
@@ -64,7 +62,7 @@ def load_batched_graph_def(path: Path):  # -> tf.compat.v1.GraphDef
 class FaceNetEmbedder:
     """Embeds prewhitened 160x160 RGB crops into L2-normalised 512-d vectors."""
 
-    model_id = models.FACENET_MODEL_ID
+    model_id = FACENET_MODEL_ID
     dim = EMBEDDING_DIM
 
     def __init__(self, model_path: Path | None = None, batch_size: int = 16, threads: int = 0):
@@ -72,7 +70,7 @@ class FaceNetEmbedder:
         import tensorflow as tf
 
         self.batch_size = batch_size
-        path = Path(model_path) if model_path else models.facenet_graph()
+        path = Path(model_path) if model_path else model_files.facenet_graph()
         graph_def = load_batched_graph_def(path)
         self.graph = tf.Graph()
         with self.graph.as_default():
@@ -94,7 +92,7 @@ class FaceNetEmbedder:
     def embed(self, faces: np.ndarray) -> np.ndarray:
         """``faces``: float32 [N, 160, 160, 3] prewhitened RGB. Returns float32 [N, 512]."""
         faces = np.asarray(faces, dtype=np.float32)
-        if faces.ndim != 4 or faces.shape[1:] != (IMAGE_SIZE, IMAGE_SIZE, 3):
+        if faces.ndim != 4 or faces.shape[1:] != (FACENET_INPUT_PX, FACENET_INPUT_PX, 3):
             raise ValueError(f"expected [N, 160, 160, 3] crops, got {list(faces.shape)}")
         if len(faces) == 0:
             return np.zeros((0, EMBEDDING_DIM), dtype=np.float32)

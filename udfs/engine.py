@@ -12,11 +12,12 @@ from dataclasses import dataclass
 import numpy as np
 
 from facerec.config import Settings
+from facerec.errors import LowQualityFace, MoreThanOneFace, NoFaceFound
+from facerec.models import FACENET_INPUT_PX
 from udfs import image as imageio
-from udfs.align import FACENET_INPUT, crop_face, sharpness, standardize
+from udfs.align import crop_face, sharpness, standardize
 from udfs.detectors.base import Detection, Detector, create_detector
 from udfs.embed import FaceNetEmbedder
-from udfs.errors import LowQualityFace, MoreThanOneFace, NoFaceFound
 from udfs.quality import Quality, assess
 
 log = logging.getLogger(__name__)
@@ -53,7 +54,7 @@ class FaceEngine:
         """Run each model once so the first real frame does not pay for graph set-up."""
         frame = np.full((480, 640, 3), 127, np.uint8)
         self.detect([frame])
-        crop = np.zeros((1, FACENET_INPUT, FACENET_INPUT, 3), np.float32)
+        crop = np.zeros((1, FACENET_INPUT_PX, FACENET_INPUT_PX, 3), np.float32)
         self.embedder.embed(crop)
 
     @property

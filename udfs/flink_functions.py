@@ -1,7 +1,8 @@
 """Thin Flink wrappers around the plain-Python stages (the only udfs module importing Flink).
 
-Each function receives the settings as JSON, builds its models and clients in ``open()``
-and frees them in ``close()``. Bad records leave through side outputs, never exceptions.
+Each function is pickled with the ``Settings`` it was built with (secrets intact) and
+shipped to the Python workers; it builds its models and clients in ``open()`` and frees them
+in ``close()``. Bad records leave through side outputs, never exceptions.
 """
 
 from __future__ import annotations
@@ -9,6 +10,9 @@ from __future__ import annotations
 import json
 import logging
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import datetime
 from pathlib import Path
 
 from pyflink.common import Types
@@ -24,15 +28,20 @@ from pyflink.datastream.state import (
     MapStateDescriptor,
     ValueStateDescriptor,
 )
+from pyflink.metrics import Counter
 
 from facerec.config import Settings
+from facerec.errors import FaceRecError
+from facerec.models import EMBEDDING_DIM, FACENET_MODEL_ID
 from facerec.records import DeadLetter, FrameRecord, RecognitionEvent, now_ms
-from udfs.errors import FaceRecError
+from udfs.batching import AnalyseNow, BatchPolicy, Rearm
+from udfs.match import Matcher
 from udfs.pipeline import (
+    BatchItem,
     FrameStat,
     analyze_batch,
     decode_record,
-    gate_frame,
+    gate_stored,
     to_events,
 )
 from udfs.track import FaceTracks
@@ -42,12 +51,17 @@ log = logging.getLogger(__name__)
 DEAD_LETTERS = OutputTag("dead-letters", Types.STRING())
 FRAME_STATS = OutputTag("frame-stats", Types.STRING())
 INDEX_STATE = MapStateDescriptor("index", Types.STRING(), Types.STRING())
+MATCHER_KEY = "matcher"
+"""The one entry of ``INDEX_STATE``: the matcher's state as JSON."""
 LATENCY_BUCKETS_MS = (10, 25, 50, 100, 150, 200, 300, 500, 1000, 2000, 5000, 10000)
 STAGES = (("gate", "ingest"), ("detect", "gate"), ("embed", "detect"), ("match", "embed"))
 END_OF_INPUT = 2**62
 """An event-time timer this far out fires only on the final watermark a bounded source
 emits when it ends: buffered frames are flushed then, not dropped (processing-time timers
 do not fire after the end of input)."""
+
+Output = str | tuple[OutputTag, str]
+"""What the functions yield: a record for the main output, or (side output, record)."""
 
 
 def _stat_json(stat: FrameStat) -> str:
@@ -60,12 +74,20 @@ class _Metrics:
 
     def __init__(self, ctx: RuntimeContext, operator: str) -> None:
         self.group = ctx.get_metrics_group().add_group("facerec").add_group("stage", operator)
-        self._counters: dict[tuple[str, str], object] = {}
+        self._counters: dict[tuple[str, str], Counter] = {}
         self._deferred: list[tuple[str, str, int, object]] = []
-        self.deferring = False
-        """While True (inside ``on_timer``), updates wait for ``flush_deferred`` in the next
-        ``process_element``: PyFlink drops metric updates made in timer callbacks (seen:
-        counts stopped growing once batches were flushed by timers)."""
+        self._deferring = False
+
+    @contextmanager
+    def deferred(self) -> Iterator[None]:
+        """Updates made inside wait for ``flush_deferred``: PyFlink drops metric updates
+        made in timer callbacks, so ``on_timer`` records them and the next
+        ``process_element`` applies them."""
+        self._deferring = True
+        try:
+            yield
+        finally:
+            self._deferring = False
 
     def flush_deferred(self) -> None:
         deferred, self._deferred = self._deferred, []
@@ -73,7 +95,7 @@ class _Metrics:
             self._count(name, camera, n, le)
 
     def _count(self, name: str, camera: str, n: int, le: object = None) -> None:
-        if self.deferring:
+        if self._deferring:
             self._deferred.append((name, camera, n, le))
             return
         key = (name if le is None else f"{name}@{le}", camera)
@@ -82,7 +104,7 @@ class _Metrics:
             if le is not None:
                 group = group.add_group("le", str(le))
             self._counters[key] = group.counter(name)
-        self._counters[key].inc(n)  # type: ignore[attr-defined]
+        self._counters[key].inc(n)
 
     def inc(self, name: str, camera: str = "", n: int = 1) -> None:
         self._count(name, camera, n)
@@ -106,7 +128,9 @@ class DecodeFrames(ProcessFunction):
     def open(self, ctx: RuntimeContext) -> None:
         self.metrics = _Metrics(ctx, "decode")
 
-    def process_element(self, value, ctx):
+    def process_element(
+        self, value: bytes, ctx: ProcessFunction.Context
+    ) -> Iterator[FrameRecord | tuple[OutputTag, str]]:
         record = decode_record(bytes(value))
         if isinstance(record, DeadLetter):
             self.metrics.inc("dead_letters")
@@ -121,37 +145,39 @@ class RecognizeFrames(KeyedBroadcastProcessFunction):
     embed and match in one operator, so a frame crosses the Java/Python boundary once and
     waits in no queue between TensorFlow and the matcher.
 
-    Per camera (map state): the motion gate. Batching adapts to load: a frame younger than
-    ``batch.realtime_lag_ms`` (the job keeps up) is analysed at once together with whatever
-    its region has buffered, since waiting would only add latency. Older frames mean a queue
-    has formed: they collect in keyed list state and are analysed ``max_frames`` at a time,
-    or after ``max_wait_ms`` (a processing-time timer), so TensorFlow runs batched while the
-    job catches up.
+    The decisions are plain Python: the motion gate (``gate_stored``, udfs/pipeline.py) and
+    when to analyse (``BatchPolicy``, udfs/batching.py: at once while the job keeps up,
+    micro-batched once a queue forms, held until the first index message). This class maps
+    them onto Flink state, timers and metrics:
 
-    The matcher (current snapshot, deltas, tombstones) lives in broadcast state, so a
-    restarted job resumes with its snapshot. Until the first index message arrives (or
-    ``index_wait_ms`` passes) frames stay buffered rather than being matched against an
-    empty gallery."""
+    - map state ``gates``: each camera's serialised motion gate;
+    - list state ``batch`` and value state ``pending`` (its length): the region's buffered
+      frames, so they survive a checkpoint;
+    - a processing-time timer per batch (``max_wait_ms``, or ``index_retry_ms`` while waiting
+      for the index) and the ``END_OF_INPUT`` event-time timer;
+    - broadcast state ``index``: the matcher (current snapshot, deltas, tombstones), so a
+      restarted job resumes with its snapshot.
 
-    def __init__(self, settings: Settings, index_wait_ms: int = 3000) -> None:
+    State names and the operator's uid (``recognize``, jobs/recognition.py) are what a
+    savepoint maps by: keep them."""
+
+    def __init__(self, settings: Settings) -> None:
         self.settings = settings  # pickled with the function: secrets stay intact
-        self.index_wait_ms = index_wait_ms
 
     def open(self, ctx: RuntimeContext) -> None:
         from udfs.engine import FaceEngine
 
-        self.batch_cfg = self.settings.job.batch
         self.engine = FaceEngine(self.settings)
         self.engine.warmup()
         self.tracks = FaceTracks(self.settings.job.track)
+        self.policy = BatchPolicy(self.settings.job.batch, opened_ms=now_ms())
         self.gates = ctx.get_map_state(
             MapStateDescriptor("gates", Types.STRING(), Types.PICKLED_BYTE_ARRAY())
         )
         self.buffer = ctx.get_list_state(ListStateDescriptor("batch", Types.PICKLED_BYTE_ARRAY()))
         self.pending = ctx.get_state(ValueStateDescriptor("pending", Types.LONG()))
-        self.matcher = None
-        self.ready = False
-        self.opened_ms = now_ms()
+        self.matcher: Matcher | None = None
+        self.index_ready = False
         self.metrics = _Metrics(ctx, "recognize")
         self.metrics.group.gauge("snapshot_age_seconds", self._snapshot_age)
 
@@ -161,115 +187,112 @@ class RecognizeFrames(KeyedBroadcastProcessFunction):
     # ---------------------------------------------------------------- index (broadcast side)
     def _snapshot_age(self) -> int:
         """Seconds since the current snapshot was built (-1 before the first one)."""
-        from datetime import datetime
-
         manifest = self.matcher.manifest if self.matcher is not None else None
         if not manifest or "created_at" not in manifest:
             return -1
         created = datetime.fromisoformat(manifest["created_at"])
         return int(time.time() - created.timestamp())
 
-    def _new_matcher(self, state: str | None):
-        from udfs.embed import EMBEDDING_DIM
-        from udfs.match import Matcher
-        from udfs.models import FACENET_MODEL_ID
-
+    def _new_matcher(self, state: str | None) -> Matcher:
         m = self.settings.match
-        kwargs = dict(
-            model_id=FACENET_MODEL_ID,
-            dim=EMBEDDING_DIM,
-            threshold=m.threshold,
-            top_k=m.top_k,
-            search_k=m.search_k,
-        )
         if state:
-            return Matcher.from_state(json.loads(state), **kwargs)
-        return Matcher(**kwargs)
+            return Matcher.from_state(
+                json.loads(state),
+                model_id=FACENET_MODEL_ID,
+                dim=EMBEDDING_DIM,
+                threshold=m.threshold,
+                top_k=m.top_k,
+                search_k=m.search_k,
+            )
+        return Matcher.from_config(m)
 
-    def _ensure(self, ctx) -> None:
+    def _ensure_matcher(self, ctx: KeyedBroadcastProcessFunction.ReadOnlyContext) -> Matcher:
+        """The matcher, built at the first element from the broadcast state (a restored job's
+        snapshot): ``open()`` has no access to broadcast state."""
         if self.matcher is None:
-            state = ctx.get_broadcast_state(INDEX_STATE).get("matcher")
+            state = ctx.get_broadcast_state(INDEX_STATE).get(MATCHER_KEY)
             self.matcher = self._new_matcher(state)
-            self.ready = state is not None
+            self.index_ready = state is not None
+        return self.matcher
 
-    def process_broadcast_element(self, value: str, ctx):
-        self._ensure(ctx)
+    def process_broadcast_element(
+        self, value: str, ctx: KeyedBroadcastProcessFunction.Context
+    ) -> None:
+        matcher = self._ensure_matcher(ctx)
         try:
             message = json.loads(value)
-            description = self.matcher.apply(message)
+            description = matcher.apply(message)
         except (FaceRecError, ValueError, KeyError, OSError) as exc:
             self.metrics.inc("index_errors")
             log.error("index message refused, keeping the current snapshot: %s", exc)
             return
-        self.ready = True
+        self.index_ready = True
         log.info("index: %s", description)
         self.metrics.inc(f"index_{message.get('kind', 'unknown')}")
-        ctx.get_broadcast_state(INDEX_STATE).put("matcher", json.dumps(self.matcher.state()))
+        ctx.get_broadcast_state(INDEX_STATE).put(MATCHER_KEY, json.dumps(matcher.state()))
 
     # ---------------------------------------------------------------- frames (keyed side)
-    def process_element(self, record: FrameRecord, ctx):
-        from udfs.motion import MotionGate
-
+    def process_element(
+        self, record: FrameRecord, ctx: KeyedBroadcastProcessFunction.ReadOnlyContext
+    ) -> Iterator[Output]:
         self.metrics.flush_deferred()
-        self._ensure(ctx)
-        raw = self.gates.get(record.camera_id)
-        motion = self.settings.job.motion
-        gate = MotionGate.from_bytes(raw, motion) if raw is not None else MotionGate(motion)
-        decision = gate_frame(gate, record)
-        self.gates.put(record.camera_id, gate.to_bytes())
+        matcher = self._ensure_matcher(ctx)
+        decision = gate_stored(self.gates, record, self.settings.job.motion)
         if isinstance(decision, DeadLetter):
             self.metrics.inc("dead_letters", record.camera_id)
             yield DEAD_LETTERS, decision.to_json()
             return
         if not decision.passed:
             self.metrics.inc("frames_gated_out", record.camera_id)
-            stat = FrameStat(
-                record.camera_id, record.region, record.frame_id, False, decision.reason
-            )
-            yield FRAME_STATS, _stat_json(stat)
+            yield FRAME_STATS, _stat_json(FrameStat.gated_out(record, decision))
             return
         self.metrics.inc("frames_passed", record.camera_id)
         gated_at = now_ms()
         item = (record, {"ingest": record.ingest_ts, "gate": gated_at})
-        n = (self.pending.value() or 0) + 1
-        lag_limit = self.batch_cfg.realtime_lag_ms
-        keeping_up = lag_limit > 0 and gated_at - record.ingest_ts <= lag_limit
-        if self._may_match() and (keeping_up or n >= self.batch_cfg.max_frames):
-            buffered = list(self.buffer.get() or []) if n > 1 else []
-            if n > 1:
-                self.buffer.clear()
-                self.pending.clear()
-            yield from self._analyze([*buffered, item])
+        buffered = self.pending.value() or 0
+        action = self.policy.on_frame(
+            ingest_ts=record.ingest_ts,
+            buffered=buffered,
+            index_ready=self.index_ready,
+            now=gated_at,
+        )
+        if isinstance(action, AnalyseNow):
+            batch = [*self._take_buffer(), item] if buffered else [item]
+            yield from self._analyze(batch, matcher)
             return
         self.buffer.add(item)
-        self.pending.update(n)
-        if n == 1:
+        self.pending.update(buffered + 1)
+        if action.timer_at is not None:
             timers = ctx.timer_service()
-            wait = self.batch_cfg.max_wait_ms if self._may_match() else 100
-            timers.register_processing_time_timer(timers.current_processing_time() + wait)
+            timers.register_processing_time_timer(action.timer_at)
             timers.register_event_time_timer(END_OF_INPUT)
 
-    def on_timer(self, timestamp: int, ctx):
-        self._ensure(ctx)
-        if not self.pending.value():
+    def on_timer(
+        self, timestamp: int, ctx: KeyedBroadcastProcessFunction.OnTimerContext
+    ) -> Iterator[Output]:
+        matcher = self._ensure_matcher(ctx)
+        action = self.policy.on_timer(
+            buffered=self.pending.value() or 0,
+            index_ready=self.index_ready,
+            end_of_input=timestamp >= END_OF_INPUT,
+            now=now_ms(),
+        )
+        if action is None:
             return
-        if not (self._may_match() or timestamp >= END_OF_INPUT):
-            ctx.timer_service().register_processing_time_timer(now_ms() + 100)  # wait for index
+        if isinstance(action, Rearm):
+            ctx.timer_service().register_processing_time_timer(action.at)
             return
+        batch = self._take_buffer()
+        with self.metrics.deferred():
+            yield from self._analyze(batch, matcher)
+
+    def _take_buffer(self) -> list[BatchItem]:
         batch = list(self.buffer.get() or [])
         self.buffer.clear()
         self.pending.clear()
-        self.metrics.deferring = True
-        try:
-            yield from self._analyze(batch)
-        finally:
-            self.metrics.deferring = False
+        return batch
 
-    def _may_match(self) -> bool:
-        """An index has arrived, or waiting for one has timed out (match as unknown)."""
-        return self.ready or now_ms() - self.opened_ms >= self.index_wait_ms
-
-    def _analyze(self, batch):
+    def _analyze(self, batch: list[BatchItem], matcher: Matcher) -> Iterator[Output]:
         started = time.perf_counter()
         candidates, dead, stats = analyze_batch(self.engine, batch, self.tracks)
         # counters, not distributions: the Prometheus reporter exports no distribution value
@@ -286,7 +309,7 @@ class RecognizeFrames(KeyedBroadcastProcessFunction):
         for c in candidates:  # FaceNet passes; reused embeddings are counted above
             if "reused" not in c.stages:
                 self.metrics.inc("faces_embedded", c.camera_id)
-        for event in to_events(candidates, self.matcher):
+        for event in to_events(candidates, matcher):
             self.metrics.inc("matches" if event.matched else "unknowns", event.camera_id)
             stages = event.stages
             self.metrics.histogram(
@@ -328,7 +351,7 @@ class AppendJsonLines(MapFunction):
         path = Path(self.directory)
         path.mkdir(parents=True, exist_ok=True)
         index = ctx.get_index_of_this_subtask()
-        self.file = open(path / f"{self.prefix}-{index}.jsonl", "a", encoding="utf-8")  # noqa: SIM115
+        self.file = open(path / f"{self.prefix}-{index}.jsonl", "a", encoding="utf-8")
 
     def close(self) -> None:
         self.file.close()

@@ -15,7 +15,7 @@ import cv2
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from udfs.errors import ImageTooLarge, ImageTooSmall, InvalidImage
+from facerec.errors import ImageTooLarge, ImageTooSmall, InvalidImage
 
 DEFAULT_MAX_BYTES = 20_000_000
 DEFAULT_MAX_PIXELS = 40_000_000
@@ -74,7 +74,9 @@ def to_bgr(img: np.ndarray) -> np.ndarray:
     if img.dtype == np.uint16:
         img = (img >> 8).astype(np.uint8)
     elif img.dtype != np.uint8:
-        img = cv2.normalize(img, None, 0, 255, cv2.NORM_MINMAX).astype(np.uint8)
+        lo, hi = float(img.min()), float(img.max())
+        scale = 255.0 / (hi - lo) if hi > lo else 0.0
+        img = ((img.astype(np.float64) - lo) * scale).astype(np.uint8)
     if img.ndim == 2:
         return cv2.cvtColor(img, cv2.COLOR_GRAY2BGR)
     channels = img.shape[2]

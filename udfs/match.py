@@ -2,7 +2,7 @@
 
 Used by the Flink job (broadcast state) and by the API. The matcher holds:
 
-* one verified, memory-mapped snapshot (``udfs.snapshot_io``) covering the change log up to
+* one verified, memory-mapped snapshot (``facerec.snapshot_format``) covering the change log up to
   its manifest's ``max_change_seq``;
 * enrollment deltas newer than that (searched exactly);
 * tombstones: persons erased after the snapshot, filtered from results at once.
@@ -21,12 +21,15 @@ from typing import Any
 
 import numpy as np
 
+from facerec.config import MatchConfig
+from facerec.errors import BadRecord, SnapshotMismatch
+from facerec.models import EMBEDDING_DIM, FACENET_MODEL_ID
 from facerec.records import UNKNOWN
-from udfs.errors import BadRecord, SnapshotMismatch
-from udfs.snapshot_io import LoadedSnapshot, load_snapshot, read_manifest
+from facerec.snapshot_format import LoadedSnapshot, load_snapshot, read_manifest
 
 log = logging.getLogger(__name__)
 STATE_VERSION = 1
+_DEFAULTS = MatchConfig()
 
 
 @dataclass(frozen=True)
@@ -60,10 +63,10 @@ class Matcher:
     def __init__(
         self,
         model_id: str,
-        dim: int = 512,
-        threshold: float = 1.10,
-        top_k: int = 10,
-        search_k: int = -1,
+        dim: int = EMBEDDING_DIM,
+        threshold: float = _DEFAULTS.threshold,
+        top_k: int = _DEFAULTS.top_k,
+        search_k: int = _DEFAULTS.search_k,
     ) -> None:
         if not 0.0 < threshold < 2.0:
             raise ValueError(f"threshold must be in (0, 2) for unit vectors, got {threshold}")
@@ -82,6 +85,19 @@ class Matcher:
         self._excluded_items: int = 0
 
     # ------------------------------------------------------------------ properties
+    @classmethod
+    def from_config(
+        cls, config: MatchConfig, model_id: str = FACENET_MODEL_ID, **overrides: Any
+    ) -> Matcher:
+        """A matcher with the configured threshold, top_k and search_k (``overrides`` win:
+        a replay re-runs with the threshold recorded in the original events)."""
+        values: dict[str, Any] = {
+            "threshold": config.threshold,
+            "top_k": config.top_k,
+            "search_k": config.search_k,
+        }
+        return cls(model_id, **(values | overrides))
+
     @property
     def snapshot_id(self) -> str | None:
         return self._snap.snapshot_id if self._snap else None

@@ -15,7 +15,7 @@ import cv2
 import numpy as np
 
 from facerec.config import MotionConfig
-from udfs.errors import InvalidImage
+from facerec.errors import InvalidImage
 
 
 def thumbnail(jpeg: bytes, width: int) -> np.ndarray:
@@ -39,7 +39,9 @@ class GateDecision:
 
 
 class MotionGate:
-    """State of one camera. ``to_bytes``/``from_bytes`` let Flink keep it in keyed state."""
+    """State of one camera. ``to_bytes``/``from_bytes`` let Flink keep it in keyed state
+    (udfs/pipeline.py ``gate_stored``); checkpoints and savepoints hold that form, so a
+    change to it must still read the old one."""
 
     def __init__(self, config: MotionConfig) -> None:
         self.config = config
@@ -79,11 +81,12 @@ class MotionGate:
         return GateDecision(True, reason, changed)
 
     def to_bytes(self) -> bytes:
+        last_pass = -1 if self.last_pass_ms is None else self.last_pass_ms  # -1: none yet
         out = io.BytesIO()
         np.savez(
             out,
             background=self.background if self.background is not None else np.zeros(0, np.float32),
-            counters=np.array([self.last_pass_ms or -1, self.frames_in, self.frames_out], np.int64),
+            counters=np.array([last_pass, self.frames_in, self.frames_out], np.int64),
         )
         return out.getvalue()
 

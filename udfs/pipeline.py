@@ -1,10 +1,14 @@
 """The recognition pipeline as plain Python stages.
 
-The Flink job (udfs/flink_functions.py) wraps each stage in an operator; replay and tests
-run the same stages in-process through ``RecognitionPipeline``. Stages:
+Stages:
 
     decode record -> motion gate (per camera) -> batch -> decode JPEG, detect, align,
     quality, embed -> match (snapshot + deltas) -> RecognitionEvent
+
+The Flink job (udfs/flink_functions.py) decodes records in one operator and runs the rest,
+gate to match, in one operator keyed by region (``RecognizeFrames``), which calls these
+functions and the batching policy (udfs/batching.py). Replay, benchmarks and tests run the
+same stages in one process through ``RecognitionPipeline``.
 """
 
 from __future__ import annotations
@@ -12,11 +16,15 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import numpy as np
 
-from facerec.config import Settings
+from facerec.config import MotionConfig, Settings
+from facerec.errors import FaceRecError
 from facerec.records import (
+    NO_DISTANCE,
+    NO_SNAPSHOT,
     UNKNOWN,
     DeadLetter,
     FrameRecord,
@@ -24,8 +32,9 @@ from facerec.records import (
     make_event_id,
     now_ms,
 )
+from udfs.batching import AnalyseNow, BatchPolicy
 from udfs.engine import Face, FaceEngine
-from udfs.errors import FaceRecError
+from udfs.match import Matcher
 from udfs.motion import GateDecision, MotionGate
 from udfs.track import FaceTracks, Track, thumbnail
 
@@ -65,6 +74,14 @@ class FrameStat:
     """When the gate dropped the frame or its faces were embedded (epoch ms): the time
     base of sustained-throughput figures."""
 
+    @classmethod
+    def gated_out(cls, record: FrameRecord, decision: GateDecision) -> FrameStat:
+        return cls(record.camera_id, record.region, record.frame_id, False, decision.reason)
+
+
+BatchItem = tuple[FrameRecord, dict[str, int]]
+"""A gated frame and its stage timestamps so far (``ingest``, ``gate``; epoch ms)."""
+
 
 @dataclass
 class PipelineResult:
@@ -94,9 +111,30 @@ def gate_frame(gate: MotionGate, record: FrameRecord) -> GateDecision | DeadLett
         )
 
 
+class GateStore(Protocol):
+    """Serialised motion gates by camera id: the job's keyed map state, or a dict in tests."""
+
+    def get(self, camera_id: str) -> bytes | None: ...
+
+    def put(self, camera_id: str, gate: bytes) -> None: ...
+
+
+def gate_stored(
+    store: GateStore, record: FrameRecord, config: MotionConfig
+) -> GateDecision | DeadLetter:
+    """Gate ``record`` with its camera's gate from ``store`` (a new gate for a camera not seen
+    before), then store the gate back: also after an undecodable frame, whose arrival the
+    gate's counters include."""
+    raw = store.get(record.camera_id)
+    gate = MotionGate.from_bytes(raw, config) if raw is not None else MotionGate(config)
+    decision = gate_frame(gate, record)
+    store.put(record.camera_id, gate.to_bytes())
+    return decision
+
+
 def analyze_batch(
     engine: FaceEngine,
-    batch: Sequence[tuple[FrameRecord, dict[str, int]]],
+    batch: Sequence[BatchItem],
     tracks: FaceTracks | None = None,
 ) -> tuple[list[FaceCandidate], list[DeadLetter], list[FrameStat]]:
     """Decode, detect and embed a batch of gated frames with one detector and one FaceNet
@@ -175,13 +213,18 @@ def analyze_batch(
     return candidates, dead, stats
 
 
-def to_events(candidates: Sequence[FaceCandidate], matcher) -> list[RecognitionEvent]:
+def _round_box(box: tuple[float, float, float, float]) -> tuple[float, float, float, float]:
+    x1, y1, x2, y2 = box
+    return round(x1, 1), round(y1, 1), round(x2, 1), round(y2, 1)
+
+
+def to_events(candidates: Sequence[FaceCandidate], matcher: Matcher) -> list[RecognitionEvent]:
     """Match candidates against the matcher's current snapshot and deltas."""
     if not candidates:
         return []
     matches = matcher.match(np.stack([c.embedding for c in candidates]))
     matched_at = now_ms()
-    snapshot_id = matcher.snapshot_id or "none"
+    snapshot_id = matcher.snapshot_id or NO_SNAPSHOT
     events = []
     for c, m in zip(candidates, matches, strict=True):
         events.append(
@@ -192,9 +235,9 @@ def to_events(candidates: Sequence[FaceCandidate], matcher) -> list[RecognitionE
                 region=c.region,
                 capture_ts=c.capture_ts,
                 face_index=c.face_index,
-                box=tuple(round(v, 1) for v in c.box),  # type: ignore[arg-type]
+                box=_round_box(c.box),
                 identity=m.identity if m.identity else UNKNOWN,
-                distance=round(float(m.distance), 4) if np.isfinite(m.distance) else 9.0,
+                distance=round(float(m.distance), 4) if np.isfinite(m.distance) else NO_DISTANCE,
                 score=round(float(c.score), 4),
                 threshold=matcher.threshold,
                 snapshot_id=snapshot_id,
@@ -206,18 +249,23 @@ def to_events(candidates: Sequence[FaceCandidate], matcher) -> list[RecognitionE
 
 
 class RecognitionPipeline:
-    """All stages in one process, in order: replay, benchmarks and tests without Flink."""
+    """All stages in one process, in order: replay, benchmarks and tests without Flink.
 
-    def __init__(self, settings: Settings, engine: FaceEngine, matcher) -> None:
+    Batches as the job does when it is behind (``BatchPolicy.for_backlog``): ``max_frames``
+    at a time, the rest at the end of the input. There is no clock to wait on and the
+    matcher is at hand, so there are no timers and no wait for an index."""
+
+    def __init__(self, settings: Settings, engine: FaceEngine, matcher: Matcher) -> None:
         self.settings = settings
         self.engine = engine
         self.matcher = matcher
         self.gates: dict[str, MotionGate] = {}
         self.tracks = FaceTracks(settings.job.track)
+        self.policy = BatchPolicy.for_backlog(settings.job.batch)
 
     def process(self, payloads: Iterable[bytes]) -> PipelineResult:
         out = PipelineResult()
-        batch: list[tuple[FrameRecord, dict[str, int]]] = []
+        batch: list[BatchItem] = []
         for payload in payloads:
             record = decode_record(payload)
             if isinstance(record, DeadLetter):
@@ -229,20 +277,22 @@ class RecognitionPipeline:
                 out.dead_letters.append(decision)
                 continue
             if not decision.passed:
-                out.stats.append(
-                    FrameStat(
-                        record.camera_id, record.region, record.frame_id, False, decision.reason
-                    )
-                )
+                out.stats.append(FrameStat.gated_out(record, decision))
                 continue
-            batch.append((record, {"ingest": record.ingest_ts, "gate": now_ms()}))
-            if len(batch) >= self.settings.job.batch.max_frames:
-                self._flush(batch, out)
+            gated_at = now_ms()
+            item = (record, {"ingest": record.ingest_ts, "gate": gated_at})
+            action = self.policy.on_frame(
+                ingest_ts=record.ingest_ts, buffered=len(batch), index_ready=True, now=gated_at
+            )
+            if isinstance(action, AnalyseNow):
+                self._analyze([*batch, item], out)
                 batch = []
-        self._flush(batch, out)
+            else:
+                batch.append(item)
+        self._analyze(batch, out)
         return out
 
-    def _flush(self, batch: list[tuple[FrameRecord, dict[str, int]]], out: PipelineResult) -> None:
+    def _analyze(self, batch: list[BatchItem], out: PipelineResult) -> None:
         if not batch:
             return
         candidates, dead, stats = analyze_batch(self.engine, batch, self.tracks)

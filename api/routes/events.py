@@ -10,11 +10,12 @@ from fastapi import APIRouter, Query
 from api.deps import QueryRole, ServicesDep
 from api.errors import ApiError
 from api.schemas import EventPublic, EventsPage
+from facerec.records import RecognitionEvent
 
 router = APIRouter(prefix="/events", tags=["events"])
 
 
-def _public(e) -> EventPublic:  # noqa: ANN001
+def _public(e: RecognitionEvent) -> EventPublic:
     d = e.to_dict()
     d["distance"] = d["distance"] if math.isfinite(d["distance"]) else None
     return EventPublic(**d)

@@ -56,12 +56,8 @@ def update_person(
 @router.delete("/{person_id}", status_code=status.HTTP_204_NO_CONTENT)
 def delete_person(person_id: str, services: ServicesDep, who: EnrollRole) -> Response:
     """Erasure: the person and every template go; a tombstone reaches the matchers."""
-    change = services.store.delete_person(person_id)
-    log.info("person %s erased by %s (seq %d)", person_id, who.name, change.seq)
-    try:
-        services.publisher.publish_delete(change)
-    except Exception as exc:  # erased in the store; the next snapshot forgets the person
-        log.warning("tombstone for %s not published: %s", person_id, exc)
+    erased = services.enrollment.erase(person_id)
+    log.info("person %s erased by %s (seq %d)", person_id, who.name, erased.change.seq)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 

@@ -10,8 +10,9 @@ from fastapi import APIRouter, File, Form, UploadFile
 from api.deps import QueryRole, ServicesDep
 from api.errors import ApiError, from_domain
 from api.schemas import VerifyResult
+from api.services import Services
 from api.uploads import read_image
-from udfs.errors import FaceRecError
+from facerec.errors import FaceRecError
 from udfs.match import similarity
 
 router = APIRouter(tags=["recognition"])
@@ -61,7 +62,7 @@ def verify(
     )
 
 
-def _embed(services, upload: UploadFile, label: str) -> np.ndarray:  # noqa: ANN001
+def _embed(services: Services, upload: UploadFile, label: str) -> np.ndarray:
     try:
         face = services.main_face(read_image(upload, services.settings, label))
     except FaceRecError as exc:

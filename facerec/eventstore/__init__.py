@@ -21,7 +21,7 @@ def open_event_store(settings: Settings) -> EventStore:
     if cfg.backend == "sqlite":
         from facerec.eventstore.sqlite import SqliteEventStore
 
-        path = cfg.sqlite_path or settings.data_dir / "events.sqlite"
+        path = settings.events_sqlite_path()
         return SqliteEventStore(path, ttl_days=cfg.ttl_days)
     if cfg.backend == "cassandra":
         from facerec.eventstore.cassandra import CassandraEventStore

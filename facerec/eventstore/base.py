@@ -18,8 +18,8 @@ from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from facerec.errors import FaceRecError
 from facerec.records import RecognitionEvent
-from udfs.errors import FaceRecError
 
 MAX_LIMIT = 1000
 DAY_MS = 86_400_000

@@ -122,7 +122,8 @@ class SqliteEventStore(EventStore):
 
     # ----------------------------------------------------------------------- reads
     def get(self, event_id: str) -> RecognitionEvent | None:
-        sql, params = "SELECT body FROM events WHERE event_id = ?", [event_id]
+        sql = "SELECT body FROM events WHERE event_id = ?"
+        params: list[str | int] = [event_id]
         horizon = self._horizon()
         if horizon is not None:
             sql += " AND capture_ts >= ?"

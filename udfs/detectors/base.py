@@ -7,6 +7,7 @@ themselves under the ``type`` of their config model; ``create_detector`` picks o
 
 from __future__ import annotations
 
+import importlib
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -51,6 +52,8 @@ class Detector(ABC):
 
 
 _REGISTRY: dict[str, Callable[[Any], Detector]] = {}
+PLUGINS = ("ssd", "blazeface")
+"""Modules of udfs/detectors/ that register a detector."""
 
 
 def register(kind: str) -> Callable[[type[Detector]], type[Detector]]:
@@ -64,8 +67,7 @@ def register(kind: str) -> Callable[[type[Detector]], type[Detector]]:
 
 def create_detector(config: Any) -> Detector:
     """Build the detector selected by ``config.type`` (importing the plugins on first use)."""
-    from udfs.detectors import blazeface, ssd  # noqa: F401  (fills the registry)
-
+    _load_plugins()
     try:
         factory = _REGISTRY[config.type]
     except KeyError:
@@ -76,9 +78,15 @@ def create_detector(config: Any) -> Detector:
 
 
 def available() -> list[str]:
-    from udfs.detectors import blazeface, ssd  # noqa: F401
-
+    _load_plugins()
     return sorted(_REGISTRY)
+
+
+def _load_plugins() -> None:
+    """Each plugin module registers its detector when imported; importing them only on
+    first use keeps OpenCV's DNN and TFLite out of processes that never detect."""
+    for name in PLUGINS:
+        importlib.import_module(f"udfs.detectors.{name}")
 
 
 def clip_box(box: np.ndarray, width: int, height: int) -> tuple[float, float, float, float]:

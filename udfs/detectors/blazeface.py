@@ -14,7 +14,7 @@ import cv2
 import numpy as np
 
 from facerec.config import BlazeFaceDetectorConfig
-from udfs import models
+from udfs import model_files
 from udfs.detectors.base import Detection, Detector, clip_box, register
 
 # input side and SSD strides of each model (mediapipe face_detection_*_common.pbtxt)
@@ -55,7 +55,7 @@ class BlazeFaceDetector(Detector):
         with warnings.catch_warnings():  # tf.lite's deprecation notice, not our concern here
             warnings.simplefilter("ignore")
             self.interpreter = tf.lite.Interpreter(
-                model_path=str(models.blazeface_model(self.config.model)),
+                model_path=str(model_files.blazeface_model(self.config.model)),
                 num_threads=self.config.num_threads,
             )
         self.interpreter.allocate_tensors()

@@ -11,7 +11,7 @@ import cv2
 import numpy as np
 
 from facerec.config import SsdDetectorConfig
-from udfs import models
+from udfs import model_files
 from udfs.detectors.base import Detection, Detector, clip_box, register
 
 _MEAN = (104.0, 177.0, 123.0)
@@ -21,7 +21,7 @@ _MEAN = (104.0, 177.0, 123.0)
 class SsdDetector(Detector):
     def __init__(self, config: SsdDetectorConfig | None = None) -> None:
         self.config = config or SsdDetectorConfig()
-        proto, weights = models.ssd_files()
+        proto, weights = model_files.ssd_files()
         self.net = cv2.dnn.readNetFromCaffe(str(proto), str(weights))
 
     def detect(self, frames: Sequence[np.ndarray]) -> list[list[Detection]]:

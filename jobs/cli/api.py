@@ -2,19 +2,15 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Annotated
 
 import typer
 
-app = typer.Typer(help="The HTTP API.")
+from jobs.cli.common import ConfigOpt, flags, settings, tell_enrollment_store, tell_event_store
 
 
-@app.command("api")
 def serve(
-    config: Annotated[
-        Path | None, typer.Option("--config", "-c", help="YAML configuration.")
-    ] = None,
+    config: ConfigOpt = None,
     host: Annotated[str | None, typer.Option(help="Override api.host.")] = None,
     port: Annotated[int | None, typer.Option(help="Override api.port.")] = None,
 ) -> None:
@@ -22,12 +18,8 @@ def serve(
     import uvicorn
 
     from api.app import create_app
-    from jobs.cli import _settings
 
-    settings = _settings(config)
-    uvicorn.run(
-        create_app(settings),
-        host=host or settings.api.host,
-        port=port or settings.api.port,
-        log_level="info",
-    )
+    s = settings(config, flags(**{"api.host": host, "api.port": port}))
+    tell_enrollment_store(s)
+    tell_event_store(s)
+    uvicorn.run(create_app(s), host=s.api.host, port=s.api.port, log_level="info")

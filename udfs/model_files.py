@@ -6,10 +6,7 @@ from __future__ import annotations
 import importlib.util
 from pathlib import Path
 
-from udfs.errors import ModelNotFound
-
-FACENET_MODEL_ID = "facenet-20180408-102900-casia"
-"""Inception-ResNet-v1 trained on CASIA-WebFace; recorded with every embedding."""
+from facerec.errors import ModelNotFound
 
 
 def package_file(package: str, relative: str, pip_name: str) -> Path:

@@ -3,41 +3,20 @@
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import subprocess
-import sys
 from collections import Counter
-from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from facerec.config import load_settings
+from facerec.config import Settings, with_overrides
+from jobs.cli.common import ConfigOpt, fail, flags, settings
+from jobs.submit import ROOT, submit_command
 
 app = typer.Typer(help="Run or submit the recognition job.", no_args_is_help=True)
-ROOT = Path(__file__).resolve().parents[1]
-SHIPPED_PACKAGES = ("facerec", "udfs", "jobs", "index_builder")
-
-
-def _settings(
-    config: Path | None,
-    parallelism: int | None,
-    realtime: bool | None,
-    from_savepoint: str | None = None,
-):
-    settings = load_settings(config)
-    job = settings.job
-    updates: dict = {}
-    if from_savepoint:
-        updates["savepoint_path"] = from_savepoint
-    if parallelism:
-        updates["parallelism"] = parallelism
-    if realtime is not None:
-        updates["video"] = job.video.model_copy(update={"realtime": realtime})
-    if updates:
-        settings = settings.model_copy(update={"job": job.model_copy(update=updates)})
-    return settings
+CLIENT_CHECKPOINT_MS = 1000
+"""A collecting client sees results once a checkpoint covers them: checkpoint at least this
+often so that events print as they come."""
 
 
 @app.command()
@@ -45,7 +24,7 @@ def run(
     source: Annotated[
         str, typer.Option(help="video:PATH[,PATH...] (files, folders, RTSP) or kafka")
     ],
-    config: Annotated[Path | None, typer.Option("--config", "-c")] = None,
+    config: ConfigOpt = None,
     parallelism: Annotated[int | None, typer.Option(help="Override job.parallelism.")] = None,
     realtime: Annotated[
         bool | None, typer.Option(help="Pace video files at their frame rate.")
@@ -57,25 +36,28 @@ def run(
     ] = None,
 ) -> None:
     """Run the job on a local Flink MiniCluster, printing events as they come and a summary."""
-    run_job(_settings(config, parallelism, realtime, from_savepoint), source, quiet)
+    overrides = flags(
+        **{
+            "job.parallelism": parallelism,
+            "job.video.realtime": realtime,
+            "job.savepoint_path": from_savepoint,
+        }
+    )
+    run_job(settings(config, overrides), source, quiet)
 
 
-def run_job(settings, source: str, quiet: bool = False) -> None:
+def run_job(job_settings: Settings, source: str, quiet: bool = False) -> None:
     from jobs.recognition import build_job, tagged_outputs
     from jobs.sources import SourceError
 
-    # the client sees results once a checkpoint covers them: checkpoint every second so
-    # events print as they come
-    job = settings.job
-    if job.checkpoint_interval_ms > 1000:
-        job = job.model_copy(update={"checkpoint_interval_ms": 1000})
-        settings = settings.model_copy(update={"job": job})
-
+    if job_settings.job.checkpoint_interval_ms > CLIENT_CHECKPOINT_MS:
+        job_settings = with_overrides(
+            job_settings, {"job": {"checkpoint_interval_ms": CLIENT_CHECKPOINT_MS}}
+        )
     try:
-        _, streams = build_job(settings, source)
+        _, streams = build_job(job_settings, source)
     except (SourceError, ValueError, RuntimeError) as exc:
-        typer.secho(f"cannot start the job: {exc}", fg=typer.colors.RED, err=True)
-        raise typer.Exit(2) from exc
+        raise fail(f"cannot start the job: {exc}", 2) from exc
     tagged = tagged_outputs(streams)
     identities: Counter[str] = Counter()
     cameras: dict[str, Counter[str]] = {}
@@ -115,14 +97,13 @@ def run_job(settings, source: str, quiet: bool = False) -> None:
         typer.echo(f"    {identity}: {n}")
     if latencies:
         latencies.sort()
-        p = lambda q: latencies[min(len(latencies) - 1, int(q * len(latencies)))]  # noqa: E731
-        typer.echo(f"  frame-to-event latency ms: p50 {p(0.5)}  p95 {p(0.95)}  max {latencies[-1]}")
 
+        def pct(q: float) -> int:
+            return latencies[min(len(latencies) - 1, int(q * len(latencies)))]
 
-def flink_bin() -> Path:
-    import pyflink
-
-    return Path(pyflink.__file__).resolve().parent / "bin" / "flink"
+        typer.echo(
+            f"  frame-to-event latency ms: p50 {pct(0.5)}  p95 {pct(0.95)}  max {latencies[-1]}"
+        )
 
 
 @app.command()
@@ -133,7 +114,7 @@ def submit(
     jobmanager: Annotated[
         str, typer.Option(help="JobManager REST address host:port.")
     ] = "localhost:8081",
-    config: Annotated[Path | None, typer.Option("--config", "-c")] = None,
+    config: ConfigOpt = None,
     python: Annotated[
         str | None, typer.Option(help="Python on the TaskManagers (default: this one).")
     ] = None,
@@ -147,42 +128,3 @@ def submit(
     cmd = submit_command(source, jobmanager, config, python, detached, from_savepoint)
     typer.echo(" ".join(cmd))
     raise typer.Exit(subprocess.call(cmd, cwd=ROOT))
-
-
-def submit_command(
-    source: str,
-    jobmanager: str,
-    config: Path | None,
-    python: str | None,
-    detached: bool,
-    from_savepoint: str | None = None,
-) -> list[str]:
-    pyfs = ",".join(str(ROOT / p) for p in SHIPPED_PACKAGES)
-    cmd = [str(flink_bin()), "run", "-m", jobmanager]
-    if detached:
-        cmd.append("--detached")
-    if from_savepoint:
-        cmd += ["--fromSavepoint", from_savepoint]
-    cmd += [
-        "-py",
-        str(ROOT / "jobs" / "recognition.py"),
-        "-pyfs",
-        pyfs,
-        "-pyexec",
-        python or sys.executable,
-        "-pyclientexec",
-        sys.executable,
-        "--source",
-        source,
-    ]
-    if config:
-        cmd += ["--config", str(Path(config).resolve())]
-    return cmd
-
-
-def flink_env() -> dict[str, str]:
-    env = dict(os.environ)
-    env.setdefault(
-        "JAVA_HOME", str(Path(shutil.which("java") or "/usr/bin/java").resolve().parents[1])
-    )
-    return env

@@ -42,7 +42,7 @@ class DevBroker:
 
     def start(self, timeout: float = 20.0) -> DevBroker:
         url = f"tcp://127.0.0.1:{self.port}"
-        log = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL  # noqa: SIM115
+        log = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL
         self.proc = subprocess.Popen(
             [
                 str(tansu_binary()),

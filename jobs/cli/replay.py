@@ -5,13 +5,15 @@ from __future__ import annotations
 import json
 import logging
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 import typer
 
+from facerec.config import Settings
+from jobs.cli.common import ConfigOpt, flags, settings
+
 app = typer.Typer(help="Audit replays: re-run recognition over a past range of frames, or "
                        "rebuild the event store from the events topic.", no_args_is_help=True)
-ConfigOpt = Annotated[Path | None, typer.Option("--config", "-c", help="YAML configuration.")]
 FromOpt = Annotated[str | None, typer.Option(
     "--from", help="Range start: epoch ms, 'now' or ISO 8601 (no zone = UTC). Default: the "
     "beginning of the topic.")]
@@ -26,18 +28,9 @@ def _fail(message: str) -> typer.Exit:
     return typer.Exit(2)
 
 
-def _settings(config: Path | None, bootstrap: str | None):
-    from facerec.config import load_settings
-
+def _settings(config: Path | None, bootstrap: str | None) -> Settings:
     logging.getLogger("kafka").setLevel(logging.WARNING)  # connection chatter at INFO
-    try:
-        settings = load_settings(config)
-    except Exception as exc:  # a bad config is the user's to fix: say what, not a traceback
-        raise _fail(f"configuration error: {exc}") from exc
-    if bootstrap:
-        kafka = settings.kafka.model_copy(update={"bootstrap_servers": bootstrap})
-        settings = settings.model_copy(update={"kafka": kafka})
-    return settings
+    return settings(config, flags(**{"kafka.bootstrap_servers": bootstrap}))
 
 
 @app.command("frames")
@@ -75,23 +68,24 @@ def frames(
     from jobs.replay import ReplayRequest, run_replay
     from jobs.replay_report import format_summary
 
-    settings = _settings(config, bootstrap)
+    s = _settings(config, bootstrap)
     if originals not in ("store", "topic"):
         raise _fail(f"--originals {originals!r}: expected 'store' or 'topic'")
+    source: Literal["store", "topic"] = "store" if originals == "store" else "topic"
     try:
         req = ReplayRequest(
-            topic=topic or settings.kafka.frames_topic,
+            topic=topic or s.kafka.frames_topic,
             start_ms=parse_time(start) if start else None,
             end_ms=parse_time(end) if end else None,
             offsets=parse_offsets(offsets) if offsets else None,
             cameras=frozenset(camera or ()), regions=frozenset(region or ()),
             snapshot=snapshot, threshold=threshold,
-            originals=originals,  # type: ignore[arg-type]
+            originals=source,
             events_topic=events_topic,
-            out_dir=out or Path(settings.data_dir) / "reports" / f"replay-{now_ms()}",
+            out_dir=out or s.reports_path() / f"replay-{now_ms()}",
             progress=progress,
         )
-        report = run_replay(settings, req)
+        report = run_replay(s, req)
     except RangeError as exc:
         raise _fail(str(exc)) from exc
     typer.echo(format_summary(report.summary))
@@ -114,10 +108,10 @@ def events(
     from jobs.kafka_range import RangeError, parse_time
     from jobs.replay import replay_events_to_store
 
-    settings = _settings(config, bootstrap)
+    s = _settings(config, bootstrap)
     try:
         result = replay_events_to_store(
-            settings, topic or settings.kafka.events_topic,
+            s, topic or s.kafka.events_topic,
             start_ms=parse_time(start) if start else None,
             end_ms=parse_time(end) if end else None, progress=progress,
         )

@@ -20,9 +20,9 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+from facerec.errors import InvalidImage
 from udfs.detectors.base import Detection
 from udfs.engine import FaceEngine, primary_detection
-from udfs.errors import InvalidImage
 
 log = logging.getLogger(__name__)
 THRESHOLDS = np.arange(0.0, 2.0001, 0.005)

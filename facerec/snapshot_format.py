@@ -23,7 +23,7 @@ from typing import Any, Literal
 import numpy as np
 from annoy import AnnoyIndex
 
-from udfs.errors import SnapshotMismatch
+from facerec.errors import SnapshotMismatch
 
 FORMAT_VERSION = 1
 METRIC: Literal["euclidean"] = "euclidean"

@@ -1,0 +1,89 @@
+"""``facerec demo``: enroll the celebrity5 train photos, build and publish a snapshot, then
+run the recognition job on its embedded default: two cameras read by the job itself, a
+walk-through video built from the (never enrolled) val photos and real street footage.
+
+The demo keeps its own stores under ``<data_dir>/demo``, apart from the people a user
+enrolled, and a second run reuses what the first enrolled."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from facerec.config import Settings
+from jobs.cli.common import ConfigOpt, fail, flags, settings
+from jobs.cli.job import run_job
+
+REPO_SHARED = Path(__file__).resolve().parents[3] / "shared"
+"""The shared data folder beside a checkout: the fallback when faces_dir / videos_dir are
+not configured."""
+PHOTOS_PER_PERSON = 8
+
+
+def enroll_folder(demo_settings: Settings, folder: Path) -> tuple[int, int]:
+    """Enroll ``folder/<identity>/*.jpg`` (person id = folder name); returns (new people,
+    templates). Photos without exactly one good face are passed over with the reason."""
+    from index_builder.enrollment import Photo
+    from index_builder.store import DuplicatePerson
+    from jobs.cli.services import enrollment_service
+    from udfs.evaluation import list_identities
+
+    people = templates = 0
+    with enrollment_service(demo_settings) as service:
+        for name, paths in list_identities(folder).items():
+            try:
+                service.store.create_person(name.replace("_", " ").title(), person_id=name)
+            except DuplicatePerson:
+                continue  # enrolled by an earlier demo run
+            people += 1
+            photos = [Photo(str(p), p.read_bytes()) for p in paths if p.suffix == ".jpg"]
+            enrolled = service.enroll(
+                name, photos, all_or_nothing=False, limit=PHOTOS_PER_PERSON
+            )
+            templates += len(enrolled.templates)
+        service.publish_snapshot()
+    return people, templates
+
+
+def demo(
+    config: ConfigOpt = None,
+    faces: Annotated[
+        Path | None, typer.Option(help="Faces folder with celebrity5/ (else faces_dir).")
+    ] = None,
+    videos: Annotated[
+        Path | None, typer.Option(help="Videos folder (else videos_dir).")
+    ] = None,
+) -> None:
+    """Enroll sample people, publish a snapshot, and run the job on two cameras."""
+    from jobs.walkthrough import Segment, write_face_video
+    from udfs.evaluation import list_identities
+
+    s = settings(config, flags(faces_dir=faces, videos_dir=videos))
+    faces_dir = s.faces_dir or REPO_SHARED / "faces"
+    videos_dir = s.videos_dir or REPO_SHARED / "videos"
+    celebrity5 = faces_dir / "celebrity5"
+    if not celebrity5.is_dir():
+        raise fail(
+            f"sample faces not found at {celebrity5}: pass --faces or set faces_dir "
+            "(FACEREC_FACES_DIR)",
+            2,
+        )
+    demo_dir = s.data_dir / "demo"
+    demo_settings = settings(config, flags(data_dir=demo_dir))
+    demo_dir.mkdir(parents=True, exist_ok=True)
+    typer.echo(f"demo data: {demo_dir}")
+
+    people, templates = enroll_folder(demo_settings, celebrity5 / "train")
+    typer.echo(f"enrolled {people} new people, {templates} templates; snapshot published")
+
+    val = list_identities(celebrity5 / "val")
+    walk = demo_dir / "walkthrough.avi"
+    write_face_video(walk, [Segment(n, val[n][0], 10, 20) for n in sorted(val)], fps=10)
+    sources = [str(walk)]
+    street = videos_dir / "facenet_pytorch_video.mp4"
+    if street.is_file():
+        sources.append(str(street))
+    typer.echo(f"cameras: {', '.join(sources)}\n")
+    run_job(demo_settings, "video:" + ",".join(sources))
