@@ -265,8 +265,7 @@ class CameraReader:
                 self._retry_later(f"cannot open {self.cam.url}")
                 return None
             complete = self._play_frames is not None and self._in_play >= self._play_frames
-            image = None if complete else self._read_image()
-            if image is None:
+            if complete or not self._grab():
                 if self.live:
                     self._release()
                     self._retry_later("the stream stopped")
@@ -276,27 +275,36 @@ class CameraReader:
             self._backoff = self.cam.reconnect_initial_s
             self.stats.add("read")
             if self.live:
-                now = now_ms()
-                if self._fps_cap.keep(now):
-                    return image, now
+                capture_ts = now_ms()
+                keep = self._fps_cap.keep(capture_ts)
+            else:
+                play_ms = media_ms(self._in_play, self.source_fps)
+                timeline_ms = media_ms(self._timeline_index, self.source_fps)
+                self._in_play += 1
+                self._timeline_index += 1
+                keep = self._fps_cap.keep(play_ms)
+            # A frame the cap drops is grabbed but never decoded: decoding is most of the
+            # reader's cost, and a cap of half the source rate would double it.
+            image = self._retrieve() if keep else None
+            if image is None:
                 self.stats.add("dropped")
                 continue
-            play_ms = media_ms(self._in_play, self.source_fps)
-            timeline_ms = media_ms(self._timeline_index, self.source_fps)
-            self._in_play += 1
-            self._timeline_index += 1
-            if not self._fps_cap.keep(play_ms):
-                self.stats.add("dropped")
-                continue
+            if self.live:
+                return image, capture_ts
             if pace:
                 self._wait_until(timeline_ms)
             return image, self._clock_start_ms + timeline_ms if self.media_clock else now_ms()
         return None
 
-    def _read_image(self) -> np.ndarray | None:
+    def _grab(self) -> bool:
+        """Advance to the next frame without decoding it."""
+        return self._capture is not None and bool(self._capture.grab())
+
+    def _retrieve(self) -> np.ndarray | None:
+        """Decode the frame grabbed last."""
         if self._capture is None:
             return None
-        ok, image = self._capture.read()
+        ok, image = self._capture.retrieve()
         return image if ok and image is not None and image.size else None
 
     def _open(self) -> bool:

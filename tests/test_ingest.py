@@ -123,13 +123,13 @@ class GatedReader(CameraReader):
         super().__init__(cam, **kwargs)
         self.gate, self.gate_at, self.pace_s, self.n = threading.Event(), gate_at, pace_s, 0
 
-    def _read_image(self) -> np.ndarray | None:
+    def _grab(self) -> bool:
         if self.n == self.gate_at:
             self.gate.wait(60)
         if self.n >= self.gate_at:
             time.sleep(self.pace_s)
         self.n += 1
-        return super()._read_image()
+        return super()._grab()
 
 
 def test_given_broker_restart_mid_stream_when_ingesting_then_no_frame_is_missing(
