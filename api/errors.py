@@ -22,7 +22,8 @@ from facerec.errors import (
     SnapshotMismatch,
 )
 from facerec.eventstore import InvalidCursor, InvalidQuery
-from index_builder.store import DuplicatePerson, PersonNotFound
+from index_builder.enrollment import RepeatedPhoto
+from index_builder.store import DuplicatePerson, DuplicateTemplate, PersonNotFound
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +36,8 @@ _STATUS: tuple[tuple[type[FaceRecError], int], ...] = (
     (LowQualityFace, 422),
     (PersonNotFound, 404),
     (DuplicatePerson, 409),
+    (DuplicateTemplate, 409),
+    (RepeatedPhoto, 422),
     (InvalidCursor, 400),
     (InvalidQuery, 400),
     (BadRecord, 400),
@@ -52,11 +55,14 @@ class ApiError(Exception):
         detail: str,
         reasons: list[str] | None = None,
         headers: dict[str, str] | None = None,
+        extra: dict[str, Any] | None = None,
     ) -> None:
         super().__init__(detail)
         self.status, self.reason, self.detail = status, reason, detail
         self.reasons = reasons or []
         self.headers = headers
+        self.extra = extra or {}
+        """More fields of the error body (e.g. the existing template of a duplicate)."""
 
 
 def status_for(exc: FaceRecError) -> int:
@@ -82,7 +88,9 @@ def body(reason: str, detail: str, reasons: list[str] | None = None) -> dict[str
 def install(app: FastAPI) -> None:
     @app.exception_handler(ApiError)
     async def _api_error(_: Request, exc: ApiError) -> JSONResponse:
-        return JSONResponse(body(exc.reason, exc.detail, exc.reasons), exc.status, exc.headers)
+        return JSONResponse(
+            body(exc.reason, exc.detail, exc.reasons) | exc.extra, exc.status, exc.headers
+        )
 
     @app.exception_handler(FaceRecError)
     async def _domain(_: Request, exc: FaceRecError) -> JSONResponse:

@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 
 from facerec.config import Settings
-from facerec.errors import BadRecord, LowQualityFace, NoFaceFound, SnapshotMismatch
+from facerec.errors import BadRecord, SnapshotMismatch
 from facerec.eventstore import EventStore, open_event_store
 from facerec.models import FACENET_MODEL_ID
 from index_builder.enrollment import EnrollmentService
@@ -78,7 +78,7 @@ class Services:
         self.matcher = LiveMatcher(settings, self.model_id)
         self._engine_lock = threading.Lock()  # OpenCV DNN nets are not thread-safe
         self._init_lock = threading.Lock()
-        self.enrollment = EnrollmentService(settings, self.store, self.publisher, self.single_face)
+        self.enrollment = EnrollmentService(settings, self.store, self.publisher, self)
 
     @property
     def engine_loaded(self) -> bool:
@@ -106,16 +106,15 @@ class Services:
         with self._engine_lock:
             return engine.single_face(data)
 
-    def main_face(self, data: bytes) -> Face:
-        """The largest acceptable face (verification of ordinary photos)."""
-        faces = self.analyze(data)
-        ok = [f for f in faces if f.embedding is not None]
-        if ok:
-            return max(ok, key=lambda f: f.detection.width * f.detection.height)
-        if not faces:
-            raise NoFaceFound("no face found in the image")
-        reasons = sorted({r for f in faces for r in f.quality.reasons})
-        raise LowQualityFace(f"{len(faces)} face(s) found, none passes quality checks", reasons)
+    def largest_face(self, data: bytes) -> Face:
+        engine = self.engine()
+        with self._engine_lock:
+            return engine.largest_face(data)
+
+    def cropped_face(self, data: bytes) -> Face:
+        engine = self.engine()
+        with self._engine_lock:
+            return engine.cropped_face(data)
 
     def close(self) -> None:
         self.publisher.close()

@@ -14,20 +14,47 @@ from __future__ import annotations
 import hashlib
 import logging
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Literal, Protocol
 
 from facerec.config import Settings
 from facerec.errors import FaceRecError
 from facerec.models import FACENET_MODEL_ID
 from index_builder.publish import IndexPublisher
 from index_builder.snapshot import SnapshotInfo, build_snapshot
-from index_builder.store import Change, EnrollmentStore, NewTemplate, Template
+from index_builder.store import (
+    Change,
+    DuplicateTemplate,
+    EnrollmentStore,
+    NewTemplate,
+    Template,
+)
 from udfs.engine import Face
 
 log = logging.getLogger(__name__)
-FaceOf = Callable[[bytes], Face]
-"""Exactly one acceptable face of an image, else a ``FaceRecError`` saying why not."""
+FaceChoice = Literal["single", "largest", "cropped"]
+"""Which face of a photo to enroll: ``single`` requires exactly one acceptable face;
+``largest`` takes the largest acceptable one (bystanders in the photo); ``cropped`` takes
+the whole image as the face, without detection (ID photos cropped by the caller)."""
+
+
+class FaceSource(Protocol):
+    """The face engine's enrollment entry points (the API serialises them behind a lock)."""
+
+    def single_face(self, data: bytes) -> Face: ...
+
+    def largest_face(self, data: bytes) -> Face: ...
+
+    def cropped_face(self, data: bytes) -> Face: ...
+
+
+def face_of(source: FaceSource, choice: FaceChoice, data: bytes) -> Face:
+    if choice == "largest":
+        return source.largest_face(data)
+    if choice == "cropped":
+        return source.cropped_face(data)
+    return source.single_face(data)
 
 
 @dataclass(frozen=True)
@@ -42,12 +69,19 @@ class Photo:
 
 
 class PhotoRefused(FaceRecError):
-    """A photo of an all-or-nothing enrollment has no single acceptable face."""
+    """A photo of an all-or-nothing enrollment has no acceptable face, or the person has a
+    template from it already (``cause`` is then ``DuplicateTemplate``)."""
 
     def __init__(self, photo: Photo, cause: FaceRecError) -> None:
         super().__init__(f"{photo.label}: {cause.message}")
         self.photo, self.cause = photo, cause
         self.reason = cause.reason
+
+
+class RepeatedPhoto(FaceRecError):
+    """One enrollment names the same photo twice."""
+
+    reason = "repeated_photo"
 
 
 @dataclass(frozen=True)
@@ -72,10 +106,10 @@ class EnrollmentService:
         settings: Settings,
         store: EnrollmentStore,
         publisher: IndexPublisher,
-        face_of: FaceOf,
+        faces: FaceSource,
     ) -> None:
         self.settings, self.store, self.publisher = settings, store, publisher
-        self.face_of = face_of
+        self.faces = faces
         self._build_lock = threading.Lock()
 
     def enroll(
@@ -85,12 +119,15 @@ class EnrollmentService:
         *,
         all_or_nothing: bool = True,
         limit: int | None = None,
+        choice: FaceChoice = "single",
     ) -> Enrolled:
         """Embed each photo's face and store the templates in one transaction.
 
         ``all_or_nothing``: the first refused photo raises ``PhotoRefused`` and nothing is
         stored (an upload is one request). Otherwise refused photos are reported and the
-        rest enrolled, at most ``limit`` of them (a folder of photos)."""
+        rest enrolled, at most ``limit`` of them (a folder of photos). A photo the person
+        has a template from already is refused (``DuplicateTemplate``, naming it), never
+        stored twice."""
         self.store.get_person(person_id)  # PersonNotFound before the expensive part
         new: list[NewTemplate] = []
         refused: list[tuple[Photo, FaceRecError]] = []
@@ -98,7 +135,8 @@ class EnrollmentService:
             if limit is not None and len(new) == limit:
                 break
             try:
-                face = self.face_of(photo.data)
+                self._refuse_repeat(person_id, photo, new)
+                face = face_of(self.faces, choice, photo.data)
             except FaceRecError as exc:
                 if all_or_nothing:
                     raise PhotoRefused(photo, exc) from exc
@@ -109,7 +147,11 @@ class EnrollmentService:
             new.append(
                 NewTemplate(face.embedding, face.model_id, face.quality.as_dict(), photo.sha256)
             )
-        templates = self.store.add_templates(person_id, new) if new else []
+        try:
+            templates = self.store.add_templates(person_id, new) if new else []
+        except DuplicateTemplate as exc:  # the same photo stored by a concurrent request
+            photo = next(p for p in photos if p.sha256 == exc.existing.image_sha256)
+            raise PhotoRefused(photo, exc) from exc
         published = True
         for template in templates:
             try:
@@ -118,6 +160,16 @@ class EnrollmentService:
                 published = False
                 log.warning("enroll delta %s not published: %s", template.id, exc)
         return Enrolled(person_id, templates, refused, published)
+
+    def _refuse_repeat(self, person_id: str, photo: Photo, new: Sequence[NewTemplate]) -> None:
+        existing = self.store.find_template(person_id, photo.sha256)
+        if existing is not None:
+            raise DuplicateTemplate(
+                f"person {person_id!r} already has template {existing.id} from this photo",
+                existing,
+            )
+        if any(t.image_sha256 == photo.sha256 for t in new):
+            raise RepeatedPhoto(f"the same photo is given twice (sha256 {photo.sha256[:12]}...)")
 
     def erase(self, person_id: str) -> Erased:
         """The person and every template leave the store; a tombstone reaches the matchers."""

@@ -42,6 +42,16 @@ class DuplicatePerson(FaceRecError):
     reason = "conflict"
 
 
+class DuplicateTemplate(FaceRecError):
+    """The person already has a template from this very photo (same sha256)."""
+
+    reason = "duplicate_photo"
+
+    def __init__(self, message: str, existing: Template) -> None:
+        super().__init__(message)
+        self.existing = existing
+
+
 @dataclass(frozen=True)
 class Person:
     id: str
@@ -253,7 +263,12 @@ class EnrollmentStore:
         person_id: str,
         items: Sequence[NewTemplate],
     ) -> list[Template]:
-        """Add templates in one transaction; each gets its own ``enroll`` change (and seq)."""
+        """Add templates in one transaction; each gets its own ``enroll`` change (and seq).
+
+        A photo the person already has a template from (same non-empty sha256, stored or
+        earlier in ``items``) raises ``DuplicateTemplate`` and nothing is stored: checked
+        inside the write transaction, so two requests with the same photo cannot both
+        store it."""
         now = _now()
         out: list[Template] = []
         with self._write() as conn:
@@ -261,6 +276,8 @@ class EnrollmentStore:
             if exists is None:
                 raise PersonNotFound(f"no person with id {person_id!r}")
             for item in items:
+                if item.image_sha256:
+                    _refuse_duplicate(conn, person_id, item.image_sha256)
                 model_id, quality, sha = item.model_id, item.quality, item.image_sha256
                 blob = _vector_bytes(item.embedding)
                 tid = uuid.uuid4().hex
@@ -304,6 +321,16 @@ class EnrollmentStore:
     ) -> Template:
         item = NewTemplate(embedding, model_id, quality or {}, image_sha256)
         return self.add_templates(person_id, [item])[0]
+
+    def find_template(self, person_id: str, image_sha256: str) -> Template | None:
+        """The person's template made from the photo with this sha256, if any."""
+        with self.engine.connect() as conn:
+            row = conn.execute(
+                select(templates).where(
+                    templates.c.person_id == person_id, templates.c.image_sha256 == image_sha256
+                )
+            ).first()
+        return _template(row, False) if row is not None else None
 
     def list_templates(self, person_id: str, with_embeddings: bool = False) -> list[Template]:
         with self.engine.connect() as conn:
@@ -367,6 +394,21 @@ class _WriteTx:
 
     def __exit__(self, *exc: Any) -> None:
         self._ctx.__exit__(*exc)
+
+
+def _refuse_duplicate(conn: Connection, person_id: str, image_sha256: str) -> None:
+    row = conn.execute(
+        select(templates).where(
+            templates.c.person_id == person_id, templates.c.image_sha256 == image_sha256
+        )
+    ).first()
+    if row is not None:
+        existing = _template(row, False)
+        raise DuplicateTemplate(
+            f"person {person_id!r} already has template {existing.id} from this photo "
+            f"(sha256 {image_sha256[:12]}...)",
+            existing,
+        )
 
 
 def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:

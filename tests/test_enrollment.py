@@ -23,7 +23,7 @@ def service(tmp_path, engine):
     settings = Settings(data_dir=tmp_path, index={"n_trees": 5})
     store = EnrollmentStore.from_settings(settings)
     publisher = IndexPublisher.from_settings(settings)
-    yield EnrollmentService(settings, store, publisher, engine.single_face)
+    yield EnrollmentService(settings, store, publisher, engine)
     publisher.close()
     store.close()
 

@@ -80,7 +80,7 @@ def test_given_templates_when_enrolled_then_change_log_is_monotonic(store):
     a = store.create_person("A")
     b = store.create_person("B")
     ta = store.add_templates(
-        a.id, [NewTemplate(unit(rng), MODEL, {"ok": True}, "aa" * 32) for _ in range(3)]
+        a.id, [NewTemplate(unit(rng), MODEL, {"ok": True}, f"{i:02x}" * 32) for i in range(3)]
     )
     tb = store.add_template(b.id, unit(rng), MODEL, {"ok": True}, "bb" * 32)
     store.add_template(b.id, unit(rng), "model-b")

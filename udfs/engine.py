@@ -141,13 +141,36 @@ class FaceEngine:
             raise NoFaceFound("no face found in the image")
         if len(faces) > 1:
             raise MoreThanOneFace(f"{len(faces)} faces found; exactly one is required")
-        face = faces[0]
-        if not face.quality.ok:
-            raise LowQualityFace(
-                "the face fails quality checks: " + "; ".join(face.quality.reasons),
-                list(face.quality.reasons),
-            )
-        return face
+        return _acceptable(faces[0])
+
+    def largest_face(self, data: bytes) -> Face:
+        """The largest acceptable face: a photo with bystanders, or verification of an
+        ordinary photo. NoFaceFound / LowQualityFace (every face's reasons) otherwise."""
+        faces = self.analyze_bytes(data, embed_rejected=False)
+        ok = [f for f in faces if f.embedding is not None]
+        if ok:
+            return max(ok, key=lambda f: f.detection.width * f.detection.height)
+        if not faces:
+            raise NoFaceFound("no face found in the image")
+        reasons = sorted({r for f in faces for r in f.quality.reasons})
+        raise LowQualityFace(f"{len(faces)} face(s) found, none passes quality checks", reasons)
+
+    def cropped_face(self, data: bytes) -> Face:
+        """The whole image as the face, without detection (``face_is_cropped``: the caller
+        cropped it already). The size and sharpness gates still apply."""
+        image = self.decode(data)
+        h, w = image.shape[:2]
+        whole = Detection(box=(0.0, 0.0, float(w), float(h)), score=1.0)
+        return _acceptable(self.embed_detections([image], [[whole]])[0][0])
+
+
+def _acceptable(face: Face) -> Face:
+    if not face.quality.ok:
+        raise LowQualityFace(
+            "the face fails quality checks: " + "; ".join(face.quality.reasons),
+            list(face.quality.reasons),
+        )
+    return face
 
 
 def primary_detection(dets: Sequence[Detection], shape: tuple[int, ...]) -> Detection | None:

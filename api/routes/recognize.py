@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Annotated
 
 import numpy as np
-from fastapi import APIRouter, File, UploadFile
+from fastapi import APIRouter, File, Form, UploadFile
 
 from api.deps import QueryRole, ServicesDep
 from api.schemas import RecognizedFace, RecognizeResult, finite
@@ -21,9 +21,12 @@ def recognize(
     file: Annotated[UploadFile, File(description="An image with any number of faces.")],
     services: ServicesDep,
     _: QueryRole,
+    face_is_cropped: Annotated[
+        bool, Form(description="The image is one face already (a crop): no detection.")
+    ] = False,
 ) -> RecognizeResult:
     data = read_image(file, services.settings)
-    faces = services.analyze(data)
+    faces = [services.cropped_face(data)] if face_is_cropped else services.analyze(data)
     vectors = [f.embedding for f in faces if f.embedding is not None]
     matches = iter(services.matcher.match(np.stack(vectors)) if vectors else [])
     names: dict[str, str | None] = {}

@@ -25,14 +25,17 @@ def verify(
     image_a: Annotated[UploadFile, File(description="The probe image.")],
     image_b: Annotated[UploadFile | None, File(description="The image to compare to.")] = None,
     person_id: Annotated[str | None, Form(description="Or: an enrolled person.")] = None,
+    face_is_cropped: Annotated[
+        bool, Form(description="The images are faces already (crops): no detection.")
+    ] = False,
 ) -> VerifyResult:
     if (image_b is None) == (person_id is None):
         raise ApiError(422, "invalid_request", "give exactly one of image_b or person_id")
     threshold = services.settings.match.threshold
-    a = _embed(services, image_a, "image_a")
+    a = _embed(services, image_a, "image_a", face_is_cropped)
     template_id = None
     if image_b is not None:
-        b = _embed(services, image_b, "image_b")
+        b = _embed(services, image_b, "image_b", face_is_cropped)
         distance = float(np.linalg.norm(a - b))
     else:
         assert person_id is not None
@@ -62,9 +65,11 @@ def verify(
     )
 
 
-def _embed(services: Services, upload: UploadFile, label: str) -> np.ndarray:
+def _embed(services: Services, upload: UploadFile, label: str, cropped: bool) -> np.ndarray:
+    """The face to verify: the whole image when it is a crop, else its largest face."""
+    data = read_image(upload, services.settings, label)
     try:
-        face = services.main_face(read_image(upload, services.settings, label))
+        face = services.cropped_face(data) if cropped else services.largest_face(data)
     except FaceRecError as exc:
         raise from_domain(exc, f"{label}: ") from exc
     assert face.embedding is not None

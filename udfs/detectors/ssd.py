@@ -6,6 +6,7 @@ Batched: ``cv2.dnn.blobFromImages`` stacks the frames and one forward pass serve
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import cv2
 import numpy as np
@@ -28,36 +29,61 @@ class SsdDetector(Detector):
         if not frames:
             return []
         size = self.config.input_size
-        squares = [_pad_square(f) for f in frames]
-        blob = cv2.dnn.blobFromImages(squares, 1.0, (size, size), _MEAN, swapRB=False)
+        canvases = [_letterbox(f, self._margin(f)) for f in frames]
+        blob = cv2.dnn.blobFromImages(
+            [c.image for c in canvases], 1.0, (size, size), _MEAN, swapRB=False
+        )
         self.net.setInput(blob)
         out = self.net.forward().reshape(-1, 7)  # [image_id, label, score, x1, y1, x2, y2]
         out = out[out[:, 2] >= self.config.min_score]
         results: list[list[Detection]] = [[] for _ in frames]
-        for i, frame in enumerate(frames):
+        for i, (frame, canvas) in enumerate(zip(frames, canvases, strict=True)):
             rows = out[out[:, 0] == i]
             if rows.size == 0:
                 continue
             h, w = frame.shape[:2]
-            side = float(max(h, w))
-            boxes = rows[:, 3:7] * side
+            boxes = rows[:, 3:7] * canvas.side - canvas.offset
             keep = _nms(boxes, rows[:, 2], self.config.nms_iou)
             for k in keep:
+                if not _centre_inside(boxes[k], w, h):
+                    continue  # a face in the border we added is not in the image
                 box = clip_box(boxes[k], w, h)
                 if box[2] - box[0] < 2 or box[3] - box[1] < 2:
                     continue
                 results[i].append(Detection(box=box, score=float(rows[k, 2])))
         return results
 
+    def _margin(self, frame: np.ndarray) -> float:
+        small = max(frame.shape[:2]) <= self.config.context_max_side
+        return self.config.context_margin if small else 0.0
 
-def _pad_square(frame: np.ndarray) -> np.ndarray:
-    """Pad bottom/right to a square with the network mean: resizing a non-square frame to
-    300x300 distorts faces and makes res10 hallucinate boxes at the frame's edges."""
+
+@dataclass(frozen=True)
+class _Canvas:
+    image: np.ndarray
+    side: int
+    offset: np.ndarray
+    """(left, top, left, top): where the frame sits on the canvas, to map boxes back."""
+
+
+def _letterbox(frame: np.ndarray, margin: float) -> _Canvas:
+    """The frame centred on a square canvas of the network mean, ``margin`` x its longer side
+    of border on each side: resizing a non-square frame to 300x300 would distort faces, and
+    a face that fills the image needs context around it to be seen as one face."""
     h, w = frame.shape[:2]
-    if h == w:
-        return frame
-    side = max(h, w)
-    return cv2.copyMakeBorder(frame, 0, side - h, 0, side - w, cv2.BORDER_CONSTANT, value=_MEAN)
+    side = round(max(h, w) * (1 + 2 * margin))
+    top, left = (side - h) // 2, (side - w) // 2
+    image = frame
+    if (side, side) != (h, w):
+        image = cv2.copyMakeBorder(
+            frame, top, side - h - top, left, side - w - left, cv2.BORDER_CONSTANT, value=_MEAN
+        )
+    return _Canvas(image, side, np.array([left, top, left, top], np.float32))
+
+
+def _centre_inside(box: np.ndarray, width: int, height: int) -> bool:
+    cx, cy = (box[0] + box[2]) / 2, (box[1] + box[3]) / 2
+    return bool(0 <= cx <= width and 0 <= cy <= height)
 
 
 def _nms(boxes: np.ndarray, scores: np.ndarray, iou: float) -> list[int]:
