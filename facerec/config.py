@@ -316,6 +316,37 @@ class TrackConfig(_Section):
     )
 
 
+class EventsSinkConfig(_Section):
+    """How the job writes events to the Kafka events topic (the event store upserts by event
+    id and is idempotent either way)."""
+
+    delivery: Literal["at-least-once", "exactly-once"] = Field(
+        "at-least-once",
+        description="at-least-once: events are written as they come; after a failure the "
+        "job replays from its last checkpoint and writes those events again (same event ids). "
+        "exactly-once: events are written in Kafka transactions committed by each checkpoint; "
+        "consumers reading with isolation.level=read_committed see each event once, and only "
+        "after the checkpoint that commits it (job.checkpoint_interval_ms later at most).",
+    )
+    transactional_id_prefix: str = Field(
+        "facerec-events",
+        pattern=r"^[A-Za-z0-9._-]{1,128}$",
+        description="exactly-once: prefix of the sink's Kafka transactional ids. Give every "
+        "job on one Kafka cluster its own: jobs sharing a prefix abort each other's "
+        "transactions.",
+    )
+    transaction_timeout_ms: int = Field(
+        900_000,
+        ge=1_000,
+        description="exactly-once: the sink's transaction.timeout.ms. At most the broker's "
+        "transaction.max.timeout.ms (Kafka's default, 900000 = 15 min; facerec's own broker "
+        "allows 1 h), or the sink fails at start ('The transaction timeout is larger than the "
+        "maximum value allowed by the broker'); and longer than a checkpoint plus a restart "
+        "can take, or Kafka aborts a transaction the job still means to commit and its events "
+        "are lost. Flink's connector defaults to 1 h, which a stock broker refuses.",
+    )
+
+
 class JobConfig(_Section):
     parallelism: int = Field(1, ge=1, le=256)
     checkpoint_interval_ms: int = Field(10_000, ge=100, description="Exactly-once barriers.")
@@ -334,11 +365,39 @@ class JobConfig(_Section):
         "default: the interpreter that builds the job.",
     )
     kafka_connector_jar: Path | None = Field(
-        None, description="flink-sql-connector-kafka jar for the Kafka source/sink."
+        None,
+        description="flink-sql-connector-kafka jar for the Kafka source/sinks; default: the "
+        "one `make setup` fetched, .jvm/flink-kafka/flink-sql-connector-kafka-"
+        "<FLINK_KAFKA_CONNECTOR_VERSION>.jar (version in deploy/versions.env).",
     )
-    kafka_group_id: str = Field("facerec-recognition")
+    kafka_group_id: str = Field(
+        "facerec-recognition",
+        min_length=1,
+        description="Consumer group of the frames source: checkpoints commit its offsets "
+        "there (kafka_start: group resumes from them).",
+    )
     kafka_start: str = Field(
-        "group", description="Where to start reading frames: group|earliest|latest|<epoch ms>."
+        "group",
+        pattern=r"^(group|earliest|latest|\d+)$",
+        description="Where the frames source starts: group (the group's committed offsets, "
+        "else the earliest), earliest, latest (only frames produced after the job started), "
+        "or an epoch-ms timestamp (the first frame produced at or after it). A job restored "
+        "from a checkpoint or savepoint resumes from the offsets in it instead.",
+    )
+    kafka_bounded: bool = Field(
+        False,
+        description="Read the frames and index topics only up to their end offsets as of the "
+        "job's start, then finish (a backlog, an audit, tests); false = read until the job is "
+        "cancelled.",
+    )
+    events_sink: EventsSinkConfig = Field(default_factory=EventsSinkConfig)
+    frame_stats_dir: Path | None = Field(
+        None,
+        description="Append each frame's outcome (gated out or analysed, faces, when) as "
+        "JSON lines to <dir>/framestats-<subtask>.jsonl on the TaskManager that handled it: "
+        "an audit that every frame read was accounted for. One line per frame, so off by "
+        "default. After a failure the frames replayed since the last checkpoint are written "
+        "again.",
     )
     index_poll_ms: int = Field(500, ge=50, description="How often the local index dir is polled.")
     savepoint_path: str | None = Field(
@@ -358,6 +417,19 @@ class JobConfig(_Section):
     track: TrackConfig = Field(default_factory=TrackConfig)
     video: VideoSourceConfig = Field(default_factory=VideoSourceConfig)
 
+    @model_validator(mode="after")
+    def _transactions_span_checkpoints(self) -> JobConfig:
+        sink = self.events_sink
+        if sink.delivery == "exactly-once" and (
+            sink.transaction_timeout_ms <= self.checkpoint_interval_ms
+        ):
+            raise ValueError(
+                f"events_sink.transaction_timeout_ms ({sink.transaction_timeout_ms}) must be "
+                f"longer than checkpoint_interval_ms ({self.checkpoint_interval_ms}): a "
+                "transaction stays open from one checkpoint to the next"
+            )
+        return self
+
 
 # --------------------------------------------------------------------------- streams & stores
 class KafkaConfig(_Section):
@@ -366,6 +438,16 @@ class KafkaConfig(_Section):
     events_topic: str = Field("facerec.events", description="Recognition events (JSON).")
     index_topic: str = Field("facerec.index", description="Snapshot manifests and deltas.")
     dead_letter_topic: str = Field("facerec.deadletters", description="Undecodable frames.")
+    max_record_bytes: int = Field(
+        16 << 20,
+        ge=1 << 20,
+        le=1 << 30,
+        description="Largest record the job's Kafka sinks send (max.request.size): a dead "
+        "letter carries its frame. The broker's message.max.bytes (or the topic's "
+        "max.message.bytes) must allow it; docker-compose.yml and facerec's own broker use "
+        "16 MiB. A dead letter too large for it goes to Kafka without its payload (the "
+        "dead-letter file keeps it).",
+    )
     security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
     sasl_mechanism: str | None = Field(None, description="e.g. PLAIN, SCRAM-SHA-512.")
     sasl_username: str | None = None
@@ -560,10 +642,14 @@ class Settings(BaseSettings):
     faces_dir: Path | None = Field(
         None,
         description="Real face photos (celebrity5/ with train/ and val/, lfw/ with pairs.txt) "
-        "for the demo, `facerec eval`, tests and benchmarks.",
+        "for the demo, `facerec eval`, tests and benchmarks; unset: ../shared/faces beside the "
+        "checkout when it holds celebrity5/, else the sample cache `make setup` fills.",
     )
     videos_dir: Path | None = Field(
-        None, description="Real footage (the demo's street camera) for the demo and benchmarks."
+        None,
+        description="Real footage (the demo's street camera) for the demo, tests and "
+        "benchmarks; unset: ../shared/videos beside the checkout when it holds vtest.avi, else "
+        "the sample cache `make setup` fills.",
     )
     detector: DetectorConfig = Field(default_factory=SsdDetectorConfig)
     align: AlignConfig = Field(default_factory=AlignConfig)

@@ -153,6 +153,24 @@ class DeadLetter:
         return json.dumps(d, separators=(",", ":"))
 
 
+RECORD_OVERHEAD_BYTES = 4096
+"""What a Kafka record takes beyond its value (batch and record headers), with room."""
+
+
+def dead_letter_within(dead_letter_json: str, max_record_bytes: int) -> str:
+    """A dead letter (JSON) that fits a Kafka record of ``max_record_bytes``: one whose frame
+    makes it too large goes without its payload, and ``payload_bytes`` says how large the
+    payload was (the dead-letter file keeps it). Sent whole, such a record would fail the
+    Kafka sink, and the job would fail on the same frame after every restart."""
+    if len(dead_letter_json.encode()) + RECORD_OVERHEAD_BYTES <= max_record_bytes:
+        return dead_letter_json
+    body = json.loads(dead_letter_json)
+    encoded = body.get("payload") or ""
+    body["payload_bytes"] = len(encoded) * 3 // 4 - encoded[-2:].count("=")
+    body["payload"] = ""
+    return json.dumps(body, separators=(",", ":"))
+
+
 # ----------------------------------------------------------------------------- index
 IndexKind = Literal["snapshot", "enroll", "delete"]
 

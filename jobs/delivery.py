@@ -41,7 +41,9 @@ FRAMES_SHED = Counter(
     _LABELS,
 )
 FRAMES_DROPPED = Counter(
-    "facerec_ingest_frames_dropped", "Frames read but not sent (fps cap, encode error).", _LABELS
+    "facerec_ingest_frames_dropped",
+    "Frames read but not sent (fps cap, encode error, record larger than Kafka takes).",
+    _LABELS,
 )
 RECONNECTS = Counter(
     "facerec_ingest_camera_reconnects", "Camera (re)connection attempts after a failure.", _LABELS
@@ -183,7 +185,16 @@ class FrameSender:
 
     # ----------------------------------------------------------------------- camera side
     def submit(self, key: bytes, value: bytes) -> None:
-        """Hand one encoded frame record over; never blocks longer than ``send_timeout_s``."""
+        """Hand one encoded frame record over; never blocks longer than ``send_timeout_s``.
+        A record larger than the producer may send is dropped with an error: spooled, it
+        would block every later frame of the camera behind a send that can never succeed."""
+        limit = self._conf.get("max_request_size")
+        if limit is not None and len(key) + len(value) > limit:
+            self.stats.add("dropped")
+            log.error("camera %s: frame record of %d bytes is over the %d-byte Kafka request "
+                      "limit; dropped (lower the camera's resolution or jpeg_quality)",
+                      self.stats.camera, len(value), limit)
+            return
         with self._lock:
             if self._degraded:
                 self._spool_locked([(key, value)])

@@ -16,6 +16,7 @@ from pyflink.datastream.functions import FlatMapFunction, KeyedProcessFunction, 
 
 from facerec.config import Settings
 from jobs.cameras import CameraPlan, CameraReader
+from jobs.services.versions import jvm_set, versions
 from jobs.sources import tick_count
 
 log = logging.getLogger(__name__)
@@ -197,17 +198,33 @@ def local_index(
 
 
 # ------------------------------------------------------------------------------ kafka
+CONNECTOR = "flink-sql-connector-kafka"
+
+
+def connector_jar(settings: Settings) -> Path:
+    """The configured connector jar, else the one ``make setup`` fetched (its version from
+    deploy/versions.env)."""
+    if settings.job.kafka_connector_jar is not None:
+        return settings.job.kafka_connector_jar
+    version = versions()["FLINK_KAFKA_CONNECTOR_VERSION"]
+    return jvm_set("flink-kafka") / f"{CONNECTOR}-{version}.jar"
+
+
 def require_kafka_connector(settings: Settings, env: StreamExecutionEnvironment) -> None:
-    jar = settings.job.kafka_connector_jar
-    if jar is None or not Path(jar).is_file():
+    jar = connector_jar(settings)
+    if not jar.is_file():
+        configured = settings.job.kafka_connector_jar is not None
         raise KafkaConnectorMissing(
-            "the Kafka source/sink needs the Flink Kafka connector jar "
-            "(flink-sql-connector-kafka-<version>-2.0.jar, for Flink 2.x, from Maven Central, "
-            "org.apache.flink:flink-sql-connector-kafka); put it e.g. in ./jars/ and set "
-            "job.kafka_connector_jar in the config or FACEREC_JOB__KAFKA_CONNECTOR_JAR"
-            + (f" (configured path {jar} does not exist)" if jar else "")
+            f"the Kafka source/sink needs the Flink Kafka connector jar ({CONNECTOR} for Flink "
+            f"2.x, org.apache.flink:{CONNECTOR} on Maven Central), and {jar} does not exist. "
+            + (
+                "Fix job.kafka_connector_jar (FACEREC_JOB__KAFKA_CONNECTOR_JAR)."
+                if configured
+                else "Run `make setup` (or `make jvm`) to fetch it, or set "
+                "job.kafka_connector_jar (FACEREC_JOB__KAFKA_CONNECTOR_JAR) to a copy."
+            )
         )
-    env.add_jars(Path(jar).resolve().as_uri())
+    env.add_jars(jar.resolve().as_uri())
 
 
 def _offsets(start: str):
@@ -229,7 +246,7 @@ def _offsets(start: str):
 
 def kafka_frames(env: StreamExecutionEnvironment, settings: Settings) -> DataStream:
     """Frames topic (key = region); offsets committed to the group on checkpoints."""
-    from pyflink.datastream.connectors.kafka import KafkaSource
+    from pyflink.datastream.connectors.kafka import KafkaOffsetsInitializer, KafkaSource
 
     require_kafka_connector(settings, env)
     builder = (
@@ -241,6 +258,8 @@ def kafka_frames(env: StreamExecutionEnvironment, settings: Settings) -> DataStr
         .set_value_only_deserializer(ByteArraySchema())
         .set_property("commit.offsets.on.checkpoint", "true")
     )
+    if settings.job.kafka_bounded:
+        builder = builder.set_bounded(KafkaOffsetsInitializer.latest())
     for key, value in settings.kafka.java_client_properties().items():
         builder = builder.set_property(key, value)
     source = builder.build()
@@ -263,6 +282,8 @@ def kafka_index(env: StreamExecutionEnvironment, settings: Settings) -> DataStre
         .set_starting_offsets(KafkaOffsetsInitializer.earliest())
         .set_value_only_deserializer(SimpleStringSchema())
     )
+    if settings.job.kafka_bounded:
+        builder = builder.set_bounded(KafkaOffsetsInitializer.latest())
     for key, value in settings.kafka.java_client_properties().items():
         builder = builder.set_property(key, value)
     return (
@@ -284,7 +305,9 @@ def discard(stream: DataStream) -> None:
     ).name("discard")
 
 
-def kafka_sink(settings: Settings, topic: str):
+def kafka_sink(settings: Settings, topic: str, exactly_once: bool = False):
+    """A sink writing strings to ``topic``. ``exactly_once``: in Kafka transactions committed
+    by each checkpoint, as ``job.events_sink`` configures them."""
     from pyflink.datastream.connectors.base import DeliveryGuarantee
     from pyflink.datastream.connectors.kafka import KafkaRecordSerializationSchema, KafkaSink
 
@@ -297,8 +320,17 @@ def kafka_sink(settings: Settings, topic: str):
             .set_value_serialization_schema(SimpleStringSchema())
             .build()
         )
-        .set_delivery_guarantee(DeliveryGuarantee.AT_LEAST_ONCE)
+        .set_property("max.request.size", str(settings.kafka.max_record_bytes))
     )
+    if exactly_once:
+        sink = settings.job.events_sink
+        builder = (
+            builder.set_delivery_guarantee(DeliveryGuarantee.EXACTLY_ONCE)
+            .set_transactional_id_prefix(sink.transactional_id_prefix)
+            .set_property("transaction.timeout.ms", str(sink.transaction_timeout_ms))
+        )
+    else:
+        builder = builder.set_delivery_guarantee(DeliveryGuarantee.AT_LEAST_ONCE)
     for key, value in settings.kafka.java_client_properties().items():
         builder = builder.set_property(key, value)
     return builder.build()

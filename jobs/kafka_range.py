@@ -12,7 +12,6 @@ latency of the capture time.
 
 from __future__ import annotations
 
-import logging
 import re
 import time
 from collections.abc import Iterator
@@ -25,7 +24,6 @@ from kafka.errors import KafkaError, NoBrokersAvailable
 
 from facerec.config import KafkaConfig
 
-log = logging.getLogger(__name__)
 FETCH_MAX_BYTES = 64 << 20
 """kafka-python's default 1 MB receive limit is smaller than one fetch of frame records."""
 _OFFSETS_RE = re.compile(r"^(\d+):(\d+)-(\d+)$")
@@ -118,38 +116,13 @@ def _offsets_at(
     consumer: KafkaConsumer, tps: list[TopicPartition], ts: int, fallback: dict[Any, int]
 ) -> dict[TopicPartition, int]:
     """First offset whose timestamp is >= ``ts`` per partition; ``fallback`` (the end offset)
-    when no record is that late. Some brokers (tansu) answer "none" as offset 0 with
-    timestamp -1 instead of offset -1: both mean none."""
+    when no record is that late (Kafka answers None)."""
     found = consumer.offsets_for_times({tp: ts for tp in tps})
     out = {}
     for tp in tps:
         hit = found.get(tp)
-        out[tp] = fallback[tp] if hit is None or hit.timestamp < 0 else int(hit.offset)
+        out[tp] = fallback[tp] if hit is None else int(hit.offset)
     return out
-
-
-def end_offsets(consumer: KafkaConsumer, tps: list[TopicPartition]) -> dict[Any, int]:
-    """The partitions' end offsets now. ListOffsets answers, raised to the high watermark a
-    fetch reports: some brokers (tansu 0.x) answer ListOffsets with the base offset of the
-    last batch + 1, which would cut the last batch off."""
-    ends = dict(consumer.end_offsets(tps))
-    first = consumer.beginning_offsets(tps)
-    consumer.assign(tps)
-    for tp in tps:
-        consumer.seek(tp, max(first[tp], ends[tp] - 1))
-    deadline = time.monotonic() + 2.0
-    while time.monotonic() < deadline:
-        consumer.poll(timeout_ms=200, max_records=1)
-        marks = {tp: consumer.highwater(tp) for tp in tps}
-        if all(m is not None for m in marks.values()):
-            break
-    for tp in tps:
-        mark = consumer.highwater(tp)
-        if mark is not None and mark > ends[tp]:
-            log.debug("%s: end offset %d, high watermark %d: using the latter", tp, ends[tp], mark)
-            ends[tp] = mark
-    consumer.assign([])
-    return ends
 
 
 def plan_ranges(
@@ -180,7 +153,7 @@ def plan_ranges(
             wanted = sorted(offsets)
         tps = [TopicPartition(topic, p) for p in wanted]
         first = consumer.beginning_offsets(tps)
-        last = end_offsets(consumer, tps)
+        last = consumer.end_offsets(tps)
         if offsets:
             starts = {tp: offsets[tp.partition][0] for tp in tps}
             ends = {tp: offsets[tp.partition][1] for tp in tps}
@@ -242,8 +215,8 @@ def read_ranges(
 
 def in_time(record: Any, start_ms: int | None, end_ms: int | None) -> bool:
     """Whether a record's timestamp lies in ``[start_ms, end_ms)``: the planned offsets come
-    from ``offsets_for_times``, which some brokers answer at batch granularity, and create
-    times can be out of order; this keeps a time range exact."""
+    from ``offsets_for_times``, and create times can be out of order in a partition (several
+    producers, a spool re-sent after an outage); this keeps a time range exact."""
     return (start_ms is None or record.timestamp >= start_ms) and (
         end_ms is None or record.timestamp < end_ms
     )

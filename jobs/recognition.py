@@ -21,8 +21,10 @@ from pathlib import Path
 
 from pyflink.common import Configuration, Types
 from pyflink.datastream import CheckpointingMode, DataStream, StreamExecutionEnvironment
+from pyflink.datastream.data_stream import CloseableIterator
 
 from facerec.config import Settings, load_settings
+from facerec.records import dead_letter_within
 from jobs import flink_sources as fs
 from jobs.cameras import CameraPlan
 from jobs.sources import parse_video_source
@@ -39,6 +41,8 @@ from udfs.flink_functions import (
 log = logging.getLogger(__name__)
 ROOT = Path(__file__).resolve().parents[1]
 RECOGNIZE_SLOTS = "recognize"
+COLLECTED_MAX_BYTES = 1 << 20
+"""Largest dead letter a collecting client gets whole (collect-sink.batch-size.max: 2 MiB)."""
 SLOT_GROUPS = 2  # default (sources, decode, sinks), recognize
 
 
@@ -111,17 +115,28 @@ def attach_sinks(settings: Settings, streams: JobStreams, kafka: bool) -> JobStr
         "event-store"
     )
     # One writer per producing operator, so each stage's dead letters land in their own
-    # files; they are united only in front of the Kafka sink.
+    # files; they are united only in front of the Kafka sink. With Kafka the writers pass on
+    # what fits a Kafka record: a Python operator between them and the sink would be one
+    # more consumer for PyFlink's chaining to rewire (see tagged_outputs).
+    directory = str(settings.dead_letters_path().resolve())
+    limit = settings.kafka.max_record_bytes if kafka else None
     written = [
         side.map(
-            AppendJsonLines(str(settings.dead_letters_path().resolve()), f"deadletters-{stage}"),
-            output_type=Types.STRING(),
+            AppendJsonLines(directory, f"deadletters-{stage}", limit), output_type=Types.STRING()
         ).name(f"dead-letter-file-{stage}")
         for stage, side in zip(("decode", "recognize"), streams.dead_letters, strict=True)
     ]
-    stats = streams.frame_stats.map(lambda s: s, output_type=Types.STRING()).name("frame-stats")
+    if settings.job.frame_stats_dir is not None:
+        audit = AppendJsonLines(str(settings.job.frame_stats_dir.resolve()), "framestats")
+        stats = streams.frame_stats.map(audit, output_type=Types.STRING())
+    else:
+        stats = streams.frame_stats.map(lambda s: s, output_type=Types.STRING())
+    stats = stats.name("frame-stats")
     if kafka:
-        events.sink_to(fs.kafka_sink(settings, settings.kafka.events_topic)).name("kafka-events")
+        exactly_once = settings.job.events_sink.delivery == "exactly-once"
+        events.sink_to(
+            fs.kafka_sink(settings, settings.kafka.events_topic, exactly_once)
+        ).name("kafka-events")
         written[0].union(*written[1:]).sink_to(
             fs.kafka_sink(settings, settings.kafka.dead_letter_topic)
         ).name("kafka-dead-letters")
@@ -160,17 +175,50 @@ def tagged_outputs(streams: JobStreams) -> DataStream:
     """One stream for a client to collect: ``E``/``D``/``S`` + JSON (event, dead letter,
     frame stat).
 
-    The union gets a Python map of its own as consumer. ``execute_and_collect`` chains
-    Python operators starting from the collected stream and rewires only consumers it can
-    see in the environment; a bare union is not one, so each operator chained in front of it
-    would run twice: once as the chained copy and once as the original the union still
-    reads, writing every event and dead letter twice. tests/test_job_graph.py checks that
-    each operator appears once."""
+    The union gets a Python map of its own as consumer. PyFlink's chaining rewires only the
+    consumers it can see in the environment; a bare union is not one, so each operator
+    chained in front of it would run twice: once as the chained copy and once as the
+    original the union still reads, writing every event and dead letter twice.
+    tests/test_job_graph.py checks that each operator appears once. Collect it with
+    ``collect`` (not ``execute_and_collect``, which would drop the Kafka sinks).
+
+    Collected dead letters leave a large payload behind (the dead-letter file and topic
+    keep it): Flink's collect sink fails the job on a record above 2 MiB."""
     union = streams.events.map(lambda s: "E" + s, output_type=Types.STRING()).union(
-        *(d.map(lambda s: "D" + s, output_type=Types.STRING()) for d in streams.dead_letters),
+        *(
+            d.map(lambda s: "D" + dead_letter_within(s, COLLECTED_MAX_BYTES), Types.STRING())
+            for d in streams.dead_letters
+        ),
         streams.frame_stats.map(lambda s: "S" + s, output_type=Types.STRING()),
     )
     return union.map(lambda s: s, output_type=Types.STRING()).name("collect")
+
+
+def chain_for_collect(env: StreamExecutionEnvironment, collected: DataStream) -> None:
+    """Configure and chain the job's Python operators as ``env.execute`` does, across the
+    whole environment, before ``collected`` (from ``tagged_outputs``) is collected.
+
+    PyFlink's own ``execute_and_collect`` chains starting from the collected stream and
+    keeps only what that stream reads: every sink beside it, the Kafka events and
+    dead-letter sinks, would silently not run. The ``collect`` map reads a union, which is
+    no Python operator, so chaining never replaces it and ``collected`` stays valid."""
+    from pyflink.java_gateway import get_gateway
+
+    gateway = get_gateway()
+    j_env = env._j_stream_execution_environment
+    gateway.jvm.org.apache.flink.python.util.PythonConfigUtil.configPythonOperator(j_env)
+    gateway.jvm.org.apache.flink.python.chain.PythonOperatorChainingOptimizer.apply(j_env)
+    if not j_env.getTransformations().contains(collected._j_data_stream.getTransformation()):
+        raise RuntimeError("chaining replaced the collected stream: collect tagged_outputs()")
+
+
+def collect(env: StreamExecutionEnvironment, streams: JobStreams, name: str) -> CloseableIterator:
+    """Run the job and iterate over its ``tagged_outputs`` as they come; every sink of the
+    job runs too. Close the iterator (``with``) to end an unbounded job."""
+    collected = tagged_outputs(streams)
+    chain_for_collect(env, collected)
+    j_iterator = collected._j_data_stream.executeAndCollect(name)
+    return CloseableIterator(j_iterator, collected.get_type())
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -180,11 +228,18 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--config", default=None, help="YAML configuration file")
     ap.add_argument("--parallelism", type=int, default=None)
     ap.add_argument("--name", default="facerec-recognition")
+    ap.add_argument(
+        "--delivery",
+        choices=("at-least-once", "exactly-once"),
+        default=None,
+        help="events sink delivery guarantee (job.events_sink.delivery)",
+    )
     args = ap.parse_args(argv)
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
-    settings = load_settings(args.config)
+    overrides = {"job": {"events_sink": {"delivery": args.delivery}}} if args.delivery else {}
+    settings = load_settings(args.config, overrides)
     env, streams = build_job(settings, args.source, args.parallelism)
     # events and dead letters are persisted by their map operators; end the streams quietly
     for stream in (streams.events, *streams.dead_letters, streams.frame_stats):

@@ -110,7 +110,8 @@ def _store_events(store: EventStore, start_ms: int, end_ms: int) -> list[Recogni
 def _topic_events(
     settings: Settings, topic: str, start_ms: int, end_ms: int
 ) -> list[RecognitionEvent]:
-    consumer = open_consumer(settings.kafka)
+    # events of aborted transactions (an exactly-once sink after a failure) never happened
+    consumer = open_consumer(settings.kafka, isolation_level="read_committed")
     try:
         ranges = plan_ranges(consumer, topic, start_ms=start_ms, end_ms=end_ms)
         events: dict[str, RecognitionEvent] = {}
@@ -323,8 +324,9 @@ def replay_events_to_store(
     progress: bool = True, batch: int = 500,
 ) -> dict[str, Any]:
     """Write the events of ``topic`` in the range into the event store (idempotent upsert by
-    event id: running it twice, or over at-least-once duplicates, stores each event once)."""
-    consumer = open_consumer(settings.kafka)
+    event id: running it twice, or over at-least-once duplicates, stores each event once;
+    events of aborted transactions are not read)."""
+    consumer = open_consumer(settings.kafka, isolation_level="read_committed")
     read = invalid = written = 0
     pending: list[RecognitionEvent] = []
     try:

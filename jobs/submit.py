@@ -25,6 +25,7 @@ def submit_command(
     python: str | None,
     detached: bool,
     from_savepoint: str | None = None,
+    delivery: str | None = None,
 ) -> list[str]:
     pyfs = ",".join(str(ROOT / p) for p in SHIPPED_PACKAGES)
     cmd = [str(flink_bin()), "run", "-m", jobmanager]
@@ -46,4 +47,6 @@ def submit_command(
     ]
     if config:
         cmd += ["--config", str(Path(config).resolve())]
+    if delivery:
+        cmd += ["--delivery", delivery]
     return cmd

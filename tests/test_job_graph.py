@@ -7,7 +7,6 @@ without running it (a JVM, no cluster), so they fail the same way on every run."
 
 from __future__ import annotations
 
-import inspect
 import json
 from collections import Counter
 
@@ -18,7 +17,6 @@ from facerec.config import Settings
 pytestmark = pytest.mark.flink
 
 OURS = (
-    "read-cameras",
     "decode",
     "recognize",
     "event-store",
@@ -34,45 +32,51 @@ def _operators(plan_json: str) -> Counter:
     return Counter(part.strip() for n in nodes for part in n["contents"].split(","))
 
 
-def _job(tmp_path, parallelism: int):
+VIDEO = "video:rtsp://camera.invalid/lobby"
+"""A live camera URL: the graph is built without opening it."""
+SOURCE_SPECIFIC = {
+    VIDEO: ("read-cameras",),
+    "kafka": ("kafka-events: Writer", "kafka-dead-letters: Writer"),
+}
+"""Operators of one source only: the cameras the job reads itself, or the Kafka sinks (which
+PyFlink's own execute_and_collect would leave out)."""
+
+
+def _job(tmp_path, parallelism: int, source: str = VIDEO):
     from jobs.recognition import build_job
 
-    # a live camera URL: the graph is built without opening it
     settings = Settings(data_dir=tmp_path / "data", job={"parallelism": parallelism})
-    return build_job(settings, "video:rtsp://camera.invalid/lobby")
+    return build_job(settings, source)
 
 
-@pytest.mark.parametrize("parallelism", [1, 2])
+@pytest.mark.parametrize(
+    ("parallelism", "source"), [(1, VIDEO), (2, VIDEO), (2, "kafka")], ids=["p1", "p2", "kafka"]
+)
 def test_given_collecting_client_when_job_is_built_then_each_operator_runs_once(
-    tmp_path, parallelism
+    tmp_path, parallelism, source
 ):
-    from pyflink.datastream import DataStream
-    from pyflink.java_gateway import get_gateway
+    from jobs.recognition import chain_for_collect, tagged_outputs
 
-    from jobs.recognition import tagged_outputs
-
-    # execute_and_collect (PyFlink 2.3) prepares the graph with these two steps, then adds
-    # the collect sink; if PyFlink changes that, this test must follow
-    steps = ("configPythonOperator", "_apply_chaining_optimization")
-    source = inspect.getsource(DataStream.execute_and_collect)
-    assert all(step in source for step in steps), source
-    env, streams = _job(tmp_path, parallelism)
+    # as jobs.recognition.collect prepares the graph, before it adds the collect sink
+    env, streams = _job(tmp_path, parallelism, source)
     collected = tagged_outputs(streams)
-    get_gateway().jvm.org.apache.flink.python.util.PythonConfigUtil.configPythonOperator(
-        env._j_stream_execution_environment
-    )
-    collected._apply_chaining_optimization()
+    chain_for_collect(env, collected)
     collected._j_data_stream.collectAsync()
     runs = _operators(env._j_stream_execution_environment.getExecutionPlan())
-    assert {name: runs[name] for name in OURS} == dict.fromkeys(OURS, 1), runs
+    ours = (*SOURCE_SPECIFIC[source], *OURS)
+    assert {name: runs[name] for name in ours} == dict.fromkeys(ours, 1), runs
 
 
-def test_given_cluster_submission_when_job_is_built_then_each_operator_runs_once(tmp_path):
+@pytest.mark.parametrize("source", [VIDEO, "kafka"], ids=["video", "kafka"])
+def test_given_cluster_submission_when_job_is_built_then_each_operator_runs_once(
+    tmp_path, source
+):
     from jobs import flink_sources as fs
 
-    env, streams = _job(tmp_path, 2)
+    env, streams = _job(tmp_path, 2, source)
     # as jobs.recognition.main ends the streams before env.execute
     for stream in (streams.events, *streams.dead_letters, streams.frame_stats):
         fs.discard(stream)
     runs = _operators(env.get_execution_plan())
-    assert {name: runs[name] for name in OURS} == dict.fromkeys(OURS, 1), runs
+    ours = (*SOURCE_SPECIFIC[source], *OURS)
+    assert {name: runs[name] for name in ours} == dict.fromkeys(ours, 1), runs

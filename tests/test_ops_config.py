@@ -105,17 +105,20 @@ def test_given_bind_mounts_then_the_files_exist():
 
 
 def test_given_required_variables_then_every_reference_fails_loudly_and_env_example_lists_them():
+    from jobs.services.versions import versions
+
     refs = VAR.findall(COMPOSE_TEXT)
     names = {n for n, _ in refs}
+    pinned = set(versions())  # from deploy/versions.env, the compose file's second env file
     assert names >= REQUIRED_VARS, REQUIRED_VARS - names
     for name, modifier in refs:
-        if name in REQUIRED_VARS:
+        if name in REQUIRED_VARS | pinned:
             assert modifier.startswith(":?"), f"${{{name}}} used without :? ({modifier!r})"
         else:
             assert modifier.startswith(":-"), f"${{{name}}} has no default and is not required"
     example = (ROOT / ".env.example").read_text()
     listed = set(re.findall(r"^([A-Z0-9_]+)=", example, flags=re.M))
-    assert names <= listed, f"missing from .env.example: {names - listed}"
+    assert names - pinned <= listed, f"missing from .env.example: {names - pinned - listed}"
 
 
 def test_given_published_ports_then_no_two_services_collide():
@@ -145,10 +148,10 @@ def test_given_flink_services_then_flink_conf_is_mounted_as_flink_conf_dir():
 def test_given_flink_dockerfile_then_it_builds_on_flink_2_with_python_311_and_the_kafka_jar():
     text = (DEPLOY / "flink" / "Dockerfile").read_text()
     assert re.search(r"^FROM flink:\$\{FLINK_VERSION\}", text, flags=re.M)
-    assert re.search(r"ARG FLINK_VERSION=2\.\d+", text)
+    assert re.search(r"^ARG FLINK_VERSION$", text, flags=re.M)  # from deploy/versions.env
     assert "python install 3.11" in text
-    assert re.search(r"flink-sql-connector-kafka/\$\{KAFKA_CONNECTOR_VERSION\}", text)
-    assert re.search(r"ARG KAFKA_CONNECTOR_VERSION=\d+\.\d+\.\d+-2\.\d+", text)
+    assert re.search(r"flink-sql-connector-kafka/\$\{FLINK_KAFKA_CONNECTOR_VERSION\}", text)
+    assert re.search(r"^ARG FLINK_KAFKA_CONNECTOR_VERSION$", text, flags=re.M)
     assert "FACEREC_JOB__KAFKA_CONNECTOR_JAR" in text
     entry = DEPLOY / "flink" / "entrypoint.sh"
     assert entry.is_file() and entry.stat().st_mode & 0o111
@@ -255,3 +258,32 @@ def test_given_dashboard_and_alerts_then_every_metric_they_read_is_documented():
     # bucket families are documented by their base; facerec_job_${stage}_ms_bucket by its stages
     missing = {m for m in used if m not in documented and not m.startswith("facerec_job_index_")}
     assert not missing, f"undocumented metrics: {sorted(missing)}"
+
+
+def test_given_versions_env_then_compose_dockerfile_setup_and_python_pins_use_it():
+    """deploy/versions.env is the one definition: compose takes its images and build args
+    from it, the pom from the Makefile, the services from jobs/services/versions.py, and
+    PyFlink's pin must be the same Flink."""
+    from jobs.services.versions import versions
+
+    pinned = versions()
+    compose_text = (ROOT / "docker-compose.yml").read_text()
+    images = {name: s.get("image", "") for name, s in SERVICES.items()}
+    assert images["kafka"].startswith("apache/kafka:${KAFKA_VERSION:?")
+    assert images["cassandra"].startswith("cassandra:${CASSANDRA_VERSION:?")
+    assert images["postgres"].startswith("postgres:${POSTGRES_MAJOR:?")
+    for key in ("FLINK_VERSION", "FLINK_KAFKA_CONNECTOR_VERSION"):
+        assert f"{key}: ${{{key}:?" in compose_text, key
+    used = set(re.findall(r"\$\{([A-Z0-9_]+):\?run docker compose with --env-file", compose_text))
+    assert used <= set(pinned), used - set(pinned)
+    assert not re.search(r"image: (apache/kafka|cassandra|postgres|flink):\d", compose_text)
+    makefile = (ROOT / "Makefile").read_text()
+    assert "include deploy/versions.env" in makefile
+    for key in ("FLINK_KAFKA_CONNECTOR_VERSION", "KAFKA_VERSION", "CASSANDRA_VERSION"):
+        assert f"$({key})" in makefile, key
+    pyproject = (ROOT / "pyproject.toml").read_text()
+    major_minor = ".".join(pinned["FLINK_VERSION"].split(".")[:2])
+    assert f'"apache-flink=={major_minor}.*"' in pyproject
+    import pyflink.version
+
+    assert pyflink.version.__version__ == pinned["FLINK_VERSION"]

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from testkit.devbroker import free_port
+from jobs.services.process import free_port
 
 pytestmark = [pytest.mark.integration, pytest.mark.flink, pytest.mark.data]
 ROOT = Path(__file__).resolve().parents[1]

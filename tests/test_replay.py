@@ -1,4 +1,4 @@
-"""Audit replay (jobs/replay.py) against a real Kafka-protocol broker (tansu), with real faces
+"""Audit replay (jobs/replay.py) against a real Apache Kafka broker, with real faces
 (celebrity5) in a short synthetic video whose frames are produced as FrameRecords."""
 
 from __future__ import annotations
@@ -71,7 +71,8 @@ def world(tmp_path_factory, kafka_broker, engine, celebrity5, gallery):
     from udfs.evaluation import list_identities
 
     root = tmp_path_factory.mktemp("replay")
-    settings = Settings(data_dir=root / "data", kafka={"bootstrap_servers": kafka_broker.bootstrap})
+    bootstrap = kafka_broker.bootstrap_servers
+    settings = Settings(data_dir=root / "data", kafka={"bootstrap_servers": bootstrap})
     tids, pids, vecs = gallery
     snaps = settings.data_dir / "snapshots"
     model = engine.model_id
@@ -92,11 +93,11 @@ def world(tmp_path_factory, kafka_broker, engine, celebrity5, gallery):
     frames_topic, events_topic = f"replay-frames-{suffix}", f"replay-events-{suffix}"
     t_start = now_ms()
     time.sleep(0.05)
-    _produce(kafka_broker.bootstrap, frames_topic, payloads[:FIRST_PART])
+    _produce(bootstrap, frames_topic, payloads[:FIRST_PART])
     time.sleep(0.05)
     t_mid = now_ms()
     time.sleep(0.05)
-    _produce(kafka_broker.bootstrap, frames_topic, payloads[FIRST_PART:])
+    _produce(bootstrap, frames_topic, payloads[FIRST_PART:])
 
     matcher = Matcher(model, threshold=settings.match.threshold)
     matcher.load_snapshot(snaps / "snap-all")
@@ -105,7 +106,7 @@ def world(tmp_path_factory, kafka_broker, engine, celebrity5, gallery):
     assert original.events and not original.dead_letters
     with open_event_store(settings) as store:
         store.write(original.events)
-    _produce(kafka_broker.bootstrap, events_topic, [e.to_json().encode() for e in original.events],
+    _produce(bootstrap, events_topic, [e.to_json().encode() for e in original.events],
              key=b"events")
     frame_ids = [FrameRecord.decode(p).frame_id for p in payloads]
     return {"settings": settings, "frames_topic": frames_topic, "events_topic": events_topic,
@@ -164,12 +165,12 @@ def test_given_range_end_when_replayed_then_later_frames_are_not(world, engine, 
 
     # a live topic: records keep arriving during the replay; it stops at the planned end
     topic = f"replay-live-{uuid.uuid4().hex[:8]}"
-    _produce(kafka_broker.bootstrap, topic, world["payloads"][FIRST_PART:])
+    _produce(kafka_broker.bootstrap_servers, topic, world["payloads"][FIRST_PART:])
     halt = threading.Event()
 
     def keep_producing() -> None:
         last = FrameRecord.decode(world["payloads"][-1])
-        producer = KafkaProducer(bootstrap_servers=kafka_broker.bootstrap)
+        producer = KafkaProducer(bootstrap_servers=kafka_broker.bootstrap_servers)
         seq = 0
         while not halt.is_set():
             seq += 1
@@ -237,7 +238,7 @@ def _cli(args: list[str], world) -> tuple[int, str]:
 
 
 def test_given_bad_requests_when_cli_runs_then_clear_message_and_exit_2(world, kafka_broker):
-    common = ["--topic", world["frames_topic"], "--bootstrap", kafka_broker.bootstrap,
+    common = ["--topic", world["frames_topic"], "--bootstrap", kafka_broker.bootstrap_servers,
               "--no-progress"]
     code, out = _cli(["frames", *common, "--snapshot", "snap-nope"], world)
     assert code == 2 and "unknown snapshot id 'snap-nope'" in out and "snap-all" in out

@@ -123,7 +123,7 @@ def test_given_broker_when_published_then_read_back_from_kafka(
 ):
     from facerec.config import KafkaConfig
 
-    kafka = KafkaConfig(bootstrap_servers=kafka_broker.bootstrap)
+    kafka = KafkaConfig(bootstrap_servers=kafka_broker.bootstrap_servers)
     pub = IndexPublisher(tmp_path / "manifests", kafka=kafka, topic=topic_name)
     try:
         t = store.add_template("p1", unit_vectors(1, 5)[0], MODEL)

@@ -1,4 +1,5 @@
-"""Enrollment store on SQLite (tmp file) and PostgreSQL (unique schema, dropped after)."""
+"""Enrollment store on SQLite (tmp file) and PostgreSQL (the session's throwaway cluster, a
+unique schema per test, dropped after)."""
 
 from __future__ import annotations
 
@@ -9,20 +10,7 @@ import pytest
 
 from index_builder.store import DuplicatePerson, EnrollmentStore, NewTemplate, PersonNotFound
 
-PG_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 MODEL = "model-a"
-
-
-def _pg_reachable() -> str | None:
-    try:
-        import psycopg
-
-        with psycopg.connect(
-            "host=127.0.0.1 port=5432 user=postgres dbname=test", connect_timeout=3
-        ):
-            return None
-    except Exception as exc:  # any failure: skip with the reason
-        return f"PostgreSQL at 127.0.0.1:5432/test unreachable: {exc}"
 
 
 @pytest.fixture(
@@ -35,10 +23,8 @@ def store(request, tmp_path):
     if request.param == "sqlite":
         s = EnrollmentStore(f"sqlite:///{tmp_path / 'enrollment.sqlite'}")
     else:
-        reason = _pg_reachable()
-        if reason:
-            pytest.skip(reason)
-        s = EnrollmentStore(PG_URL, schema=f"t_store_{uuid.uuid4().hex[:12]}")
+        postgres = request.getfixturevalue("postgres")
+        s = EnrollmentStore(postgres.url, schema=f"t_store_{uuid.uuid4().hex[:12]}")
     s.create_schema()
     s.create_schema()  # idempotent
     yield s

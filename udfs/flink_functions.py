@@ -16,7 +16,7 @@ from datetime import datetime
 from pathlib import Path
 
 from pyflink.common import Types
-from pyflink.datastream import OutputTag
+from pyflink.datastream import OutputTag, TimeDomain
 from pyflink.datastream.functions import (
     KeyedBroadcastProcessFunction,
     MapFunction,
@@ -33,7 +33,13 @@ from pyflink.metrics import Counter
 from facerec.config import Settings
 from facerec.errors import FaceRecError
 from facerec.models import EMBEDDING_DIM, FACENET_MODEL_ID
-from facerec.records import DeadLetter, FrameRecord, RecognitionEvent, now_ms
+from facerec.records import (
+    DeadLetter,
+    FrameRecord,
+    RecognitionEvent,
+    dead_letter_within,
+    now_ms,
+)
 from udfs.batching import AnalyseNow, BatchPolicy, Rearm
 from udfs.match import Matcher
 from udfs.pipeline import (
@@ -55,10 +61,6 @@ MATCHER_KEY = "matcher"
 """The one entry of ``INDEX_STATE``: the matcher's state as JSON."""
 LATENCY_BUCKETS_MS = (10, 25, 50, 100, 150, 200, 300, 500, 1000, 2000, 5000, 10000)
 STAGES = (("gate", "ingest"), ("detect", "gate"), ("embed", "detect"), ("match", "embed"))
-END_OF_INPUT = 2**62
-"""An event-time timer this far out fires only on the final watermark a bounded source
-emits when it ends: buffered frames are flushed then, not dropped (processing-time timers
-do not fire after the end of input)."""
 
 Output = str | tuple[OutputTag, str]
 """What the functions yield: a record for the main output, or (side output, record)."""
@@ -154,7 +156,12 @@ class RecognizeFrames(KeyedBroadcastProcessFunction):
     - list state ``batch`` and value state ``pending`` (its length): the region's buffered
       frames, so they survive a checkpoint;
     - a processing-time timer per batch (``max_wait_ms``, or ``index_retry_ms`` while waiting
-      for the index) and the ``END_OF_INPUT`` event-time timer;
+      for the index) and the end-of-input timer: an event-time timer, which fires only on
+      the final watermark a bounded source emits when it ends (the sources emit no
+      watermarks), so buffered frames are flushed then, not dropped (processing-time timers
+      do not fire after the end of input). It is set at the operator's start: what a timer
+      emits carries its timestamp, and Kafka refuses records stamped further ahead than
+      ``log.message.timestamp.after.max.ms`` (1 h by default);
     - broadcast state ``index``: the matcher (current snapshot, deltas, tombstones), so a
       restarted job resumes with its snapshot.
 
@@ -170,7 +177,9 @@ class RecognizeFrames(KeyedBroadcastProcessFunction):
         self.engine = FaceEngine(self.settings)
         self.engine.warmup()
         self.tracks = FaceTracks(self.settings.job.track)
-        self.policy = BatchPolicy(self.settings.job.batch, opened_ms=now_ms())
+        opened = now_ms()
+        self.policy = BatchPolicy(self.settings.job.batch, opened_ms=opened)
+        self.end_of_input_timer = opened  # one timer per key, however many batches
         self.gates = ctx.get_map_state(
             MapStateDescriptor("gates", Types.STRING(), Types.PICKLED_BYTE_ARRAY())
         )
@@ -265,7 +274,7 @@ class RecognizeFrames(KeyedBroadcastProcessFunction):
         if action.timer_at is not None:
             timers = ctx.timer_service()
             timers.register_processing_time_timer(action.timer_at)
-            timers.register_event_time_timer(END_OF_INPUT)
+            timers.register_event_time_timer(self.end_of_input_timer)
 
     def on_timer(
         self, timestamp: int, ctx: KeyedBroadcastProcessFunction.OnTimerContext
@@ -274,7 +283,7 @@ class RecognizeFrames(KeyedBroadcastProcessFunction):
         action = self.policy.on_timer(
             buffered=self.pending.value() or 0,
             index_ready=self.index_ready,
-            end_of_input=timestamp >= END_OF_INPUT,
+            end_of_input=ctx.time_domain() == TimeDomain.EVENT_TIME,
             now=now_ms(),
         )
         if action is None:
@@ -341,11 +350,13 @@ class StoreEvents(MapFunction):
 
 
 class AppendJsonLines(MapFunction):
-    """Append each record to ``<directory>/<prefix>-<subtask>.jsonl`` (dead letters in the
-    embedded default; with Kafka they also go to their topic)."""
+    """Append each dead letter to ``<directory>/<prefix>-<subtask>.jsonl`` and pass it on
+    (with Kafka, to its topic). ``max_record_bytes``: what is passed on fits a Kafka record
+    of that size (without its payload if need be); the file keeps the whole dead letter."""
 
-    def __init__(self, directory: str, prefix: str) -> None:
+    def __init__(self, directory: str, prefix: str, max_record_bytes: int | None = None) -> None:
         self.directory, self.prefix = directory, prefix
+        self.max_record_bytes = max_record_bytes
 
     def open(self, ctx: RuntimeContext) -> None:
         path = Path(self.directory)
@@ -359,4 +370,6 @@ class AppendJsonLines(MapFunction):
     def map(self, value: str) -> str:
         self.file.write(value + "\n")
         self.file.flush()
-        return value
+        if self.max_record_bytes is None:
+            return value
+        return dead_letter_within(value, self.max_record_bytes)

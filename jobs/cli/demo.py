@@ -13,12 +13,10 @@ from typing import Annotated
 import typer
 
 from facerec.config import Settings
+from jobs import sample_data
 from jobs.cli.common import ConfigOpt, fail, flags, settings
 from jobs.cli.job import run_job
 
-REPO_SHARED = Path(__file__).resolve().parents[3] / "shared"
-"""The shared data folder beside a checkout: the fallback when faces_dir / videos_dir are
-not configured."""
 PHOTOS_PER_PERSON = 8
 
 
@@ -47,6 +45,36 @@ def enroll_folder(demo_settings: Settings, folder: Path) -> tuple[int, int]:
     return people, templates
 
 
+def first_seconds(video: Path, seconds: float, folder: Path) -> Path:
+    """``video`` cut to its first ``seconds`` (MJPG in ``folder``), or ``video`` itself when
+    it is no longer: the job plays every camera to the end of the longest, and the street
+    footage (80 s of vtest.avi) would otherwise keep the demo running long after the
+    walk-through."""
+    import cv2
+
+    capture = cv2.VideoCapture(str(video))
+    try:
+        rate = capture.get(cv2.CAP_PROP_FPS) or 10.0
+        keep = int(seconds * rate)
+        if not capture.isOpened() or capture.get(cv2.CAP_PROP_FRAME_COUNT) <= keep:
+            return video
+        clip = folder / f"{video.stem}.avi"
+        ok, frame = capture.read()
+        if not ok:
+            return video
+        size = (frame.shape[1], frame.shape[0])
+        writer = cv2.VideoWriter(str(clip), cv2.VideoWriter.fourcc(*"MJPG"), rate, size)
+        for _ in range(keep):
+            writer.write(frame)
+            ok, frame = capture.read()
+            if not ok:
+                break
+        writer.release()
+        return clip
+    finally:
+        capture.release()
+
+
 def demo(
     config: ConfigOpt = None,
     faces: Annotated[
@@ -61,13 +89,11 @@ def demo(
     from udfs.evaluation import list_identities
 
     s = settings(config, flags(faces_dir=faces, videos_dir=videos))
-    faces_dir = s.faces_dir or REPO_SHARED / "faces"
-    videos_dir = s.videos_dir or REPO_SHARED / "videos"
-    celebrity5 = faces_dir / "celebrity5"
+    celebrity5 = sample_data.faces_dir(s.faces_dir) / "celebrity5"
     if not celebrity5.is_dir():
         raise fail(
-            f"sample faces not found at {celebrity5}: pass --faces or set faces_dir "
-            "(FACEREC_FACES_DIR)",
+            f"sample faces not found at {celebrity5}: run `make setup` (fetches them into "
+            f"{sample_data.cache_dir()}), pass --faces or set faces_dir (FACEREC_FACES_DIR)",
             2,
         )
     demo_dir = s.data_dir / "demo"
@@ -80,10 +106,11 @@ def demo(
 
     val = list_identities(celebrity5 / "val")
     walk = demo_dir / "walkthrough.avi"
-    write_face_video(walk, [Segment(n, val[n][0], 10, 20) for n in sorted(val)], fps=10)
+    fps = 10.0
+    frames = write_face_video(walk, [Segment(n, val[n][0], 10, 20) for n in sorted(val)], fps)
     sources = [str(walk)]
-    street = videos_dir / "facenet_pytorch_video.mp4"
-    if street.is_file():
-        sources.append(str(street))
+    street = sample_data.street_video(s.videos_dir)
+    if street is not None:
+        sources.append(str(first_seconds(street, len(frames) / fps, demo_dir)))
     typer.echo(f"cameras: {', '.join(sources)}\n")
     run_job(demo_settings, "video:" + ",".join(sources))

@@ -17,6 +17,13 @@ app = typer.Typer(help="Run or submit the recognition job.", no_args_is_help=Tru
 CLIENT_CHECKPOINT_MS = 1000
 """A collecting client sees results once a checkpoint covers them: checkpoint at least this
 often so that events print as they come."""
+DeliveryOpt = Annotated[
+    str | None,
+    typer.Option(
+        help="Delivery guarantee of the Kafka events sink (job.events_sink.delivery): "
+        "at-least-once, or exactly-once (Kafka transactions committed by each checkpoint)."
+    ),
+]
 
 
 @app.command()
@@ -34,6 +41,7 @@ def run(
         str | None,
         typer.Option(help="Resume from this savepoint or retained checkpoint (path or URI)."),
     ] = None,
+    delivery: DeliveryOpt = None,
 ) -> None:
     """Run the job on a local Flink MiniCluster, printing events as they come and a summary."""
     overrides = flags(
@@ -41,13 +49,14 @@ def run(
             "job.parallelism": parallelism,
             "job.video.realtime": realtime,
             "job.savepoint_path": from_savepoint,
+            "job.events_sink.delivery": delivery,
         }
     )
     run_job(settings(config, overrides), source, quiet)
 
 
 def run_job(job_settings: Settings, source: str, quiet: bool = False) -> None:
-    from jobs.recognition import build_job, tagged_outputs
+    from jobs.recognition import build_job, collect
     from jobs.sources import SourceError
 
     if job_settings.job.checkpoint_interval_ms > CLIENT_CHECKPOINT_MS:
@@ -55,15 +64,14 @@ def run_job(job_settings: Settings, source: str, quiet: bool = False) -> None:
             job_settings, {"job": {"checkpoint_interval_ms": CLIENT_CHECKPOINT_MS}}
         )
     try:
-        _, streams = build_job(job_settings, source)
+        env, streams = build_job(job_settings, source)
     except (SourceError, ValueError, RuntimeError) as exc:
         raise fail(f"cannot start the job: {exc}", 2) from exc
-    tagged = tagged_outputs(streams)
     identities: Counter[str] = Counter()
     cameras: dict[str, Counter[str]] = {}
     dead = 0
     latencies: list[int] = []
-    with tagged.execute_and_collect("facerec-recognition") as results:
+    with collect(env, streams, "facerec-recognition") as results:
         for item in results:
             kind, body = item[0], json.loads(item[1:])
             if kind == "E":
@@ -123,8 +131,10 @@ def submit(
         str | None,
         typer.Option(help="Resume from this savepoint or retained checkpoint (flink run -s)."),
     ] = None,
+    delivery: DeliveryOpt = None,
 ) -> None:
     """Submit the job to a standalone Flink cluster with ``flink run -py``."""
-    cmd = submit_command(source, jobmanager, config, python, detached, from_savepoint)
+    settings(config, flags(**{"job.events_sink.delivery": delivery}))  # refuse a bad one here
+    cmd = submit_command(source, jobmanager, config, python, detached, from_savepoint, delivery)
     typer.echo(" ".join(cmd))
     raise typer.Exit(subprocess.call(cmd, cwd=ROOT))
