@@ -117,3 +117,19 @@ def postgres():
     cluster = PostgresCluster().start()
     yield cluster
     cluster.stop()
+
+
+@pytest.fixture(scope="session")
+def flink_cluster(tmp_path_factory):
+    """A standalone Flink cluster from the apache-flink wheel (start-cluster.sh with
+    flink-conf/, testkit/flink_cluster.py), one TaskManager at first, shared by the cluster
+    tests. Heartbeats every 2 s (Flink's default: 10 s): a killed TaskManager counts as lost
+    after two failed heartbeats (heartbeat.rpc-failure-threshold)."""
+    from testkit.flink_cluster import StandaloneCluster
+
+    cluster = StandaloneCluster(
+        tmp_path_factory.mktemp("flink"),
+        {"heartbeat.interval": 2000, "heartbeat.timeout": 20000},
+    ).start()
+    yield cluster
+    cluster.stop()

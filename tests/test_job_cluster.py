@@ -1,73 +1,36 @@
-"""Submit the job to a real standalone Flink cluster started from the apache-flink wheel's
-distribution (start-cluster.sh with flink-conf/), see its events, stop the cluster."""
+"""The job on a real standalone Flink cluster started from the apache-flink wheel's
+distribution (start-cluster.sh with flink-conf/; the session's `flink_cluster`): submitted
+with `facerec job submit` from a video, and from Kafka, stopped with a savepoint and resumed.
+The failure tests (tests/test_job_failures.py) share the cluster. (That a video job's
+camera positions survive a savepoint is tested on the MiniCluster,
+tests/test_job_minicluster.py.)"""
 
 from __future__ import annotations
 
-import json
-import os
-import shutil
 import subprocess
-import time
-import urllib.request
+import uuid
+from collections import Counter
 from pathlib import Path
 
 import pytest
 import yaml
 
-from jobs.services.process import free_port
+from testkit.kafka_jobs import (
+    create_topics,
+    finish_ingest,
+    frames_offsets,
+    handled_frames,
+    job_config,
+    publish_gallery,
+    start_ingest,
+    stored_event_ids,
+    topic_events,
+    wait_accounted,
+    wait_for,
+)
 
 pytestmark = [pytest.mark.flink, pytest.mark.integration, pytest.mark.data]
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def _flink_home() -> Path:
-    import pyflink
-
-    return Path(pyflink.__file__).resolve().parent
-
-
-@pytest.fixture(scope="module")
-def cluster(tmp_path_factory):
-    conf_dir = tmp_path_factory.mktemp("flink-conf")
-    for f in (ROOT / "flink-conf").iterdir():
-        shutil.copy(f, conf_dir / f.name)
-    config = yaml.safe_load((conf_dir / "config.yaml").read_text())
-    rest_port, rpc_port = free_port(), free_port()
-    config["rest"]["port"] = rest_port
-    config["jobmanager"]["rpc"]["port"] = rpc_port
-    work = tmp_path_factory.mktemp("flink-work")
-    config["execution"]["checkpointing"]["dir"] = (work / "checkpoints").as_uri()
-    config["execution"]["checkpointing"]["savepoint-dir"] = (work / "savepoints").as_uri()
-    prom = free_port()
-    config["metrics"]["reporter"]["prom"]["port"] = f"{prom}-{prom + 5}"
-    (conf_dir / "config.yaml").write_text(yaml.safe_dump(config))
-    (conf_dir / "masters").write_text(f"localhost:{rest_port}\n")
-    (work / "log").mkdir()
-    env = {**os.environ, "FLINK_CONF_DIR": str(conf_dir), "FLINK_LOG_DIR": str(work / "log")}
-    bin_dir = _flink_home() / "bin"
-    subprocess.run([str(bin_dir / "start-cluster.sh")], env=env, check=True, timeout=120)
-    url = f"http://localhost:{rest_port}"
-    try:
-        deadline = time.monotonic() + 90
-        while True:
-            try:
-                overview = json.load(urllib.request.urlopen(f"{url}/overview", timeout=2))
-                if overview.get("taskmanagers", 0) >= 1:
-                    break
-            except OSError:
-                pass
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"Flink cluster did not come up; logs in {work / 'log'}")
-            time.sleep(1)
-        yield {
-            "rest": f"localhost:{rest_port}",
-            "url": url,
-            "env": env,
-            "prom_port": prom,
-            "log": work / "log",
-        }
-    finally:
-        subprocess.run([str(bin_dir / "stop-cluster.sh")], env=env, timeout=120, check=False)
 
 
 def _world(tmp_path: Path, engine, celebrity5: Path, names: list[str]):
@@ -92,7 +55,7 @@ def _world(tmp_path: Path, engine, celebrity5: Path, names: list[str]):
 
 
 def test_given_standalone_cluster_when_job_submitted_then_events_stored(
-    cluster, tmp_path, engine, celebrity5
+    flink_cluster, tmp_path, engine, celebrity5
 ):
     from facerec.config import Settings
     from facerec.eventstore import open_event_store
@@ -110,14 +73,14 @@ def test_given_standalone_cluster_when_job_submitted_then_events_stored(
         )
     )
 
-    cmd = submit_command(f"video:{video}", cluster["rest"], config, None, detached=False)
+    cmd = submit_command(f"video:{video}", flink_cluster.rest, config, None, detached=False)
     result = subprocess.run(
-        cmd, env=cluster["env"], capture_output=True, text=True, timeout=600, cwd=ROOT
+        cmd, env=flink_cluster.env, capture_output=True, text=True, timeout=600, cwd=ROOT
     )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
 
-    jobs = json.load(urllib.request.urlopen(f"{cluster['url']}/jobs/overview", timeout=5))["jobs"]
-    assert [j["state"] for j in jobs if j["name"] == "facerec-recognition"] == ["FINISHED"]
+    jobs = flink_cluster.get("/jobs/overview")["jobs"]
+    assert [j["state"] for j in jobs if j["jid"] in result.stdout] == ["FINISHED"]
     with open_event_store(Settings(data_dir=data)) as store:
         events, _ = store.search(limit=500)
     assert events, "the cluster job stored no event"
@@ -125,85 +88,80 @@ def test_given_standalone_cluster_when_job_submitted_then_events_stored(
     assert {e.region for e in events} == {"gate-1"}
 
 
-def _flink(cluster, *args: str) -> str:
-    from jobs.submit import flink_bin
-
-    result = subprocess.run(
-        [str(flink_bin()), *args],
-        env=cluster["env"],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        cwd=ROOT,
-    )
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    return result.stdout
+# ------------------------------------------------------------------------ on Kafka
+ENROLLED = ("ben_afflek", "madonna")
+STRANGER = "jerry_seinfeld"
+"""Shown to the camera, never enrolled: must come out as unknown."""
 
 
-def _wait_for_events(settings, n: int, timeout_s: float) -> list:
-    from facerec.eventstore import open_event_store
+def walkthrough(tmp_path: Path, celebrity5: Path, shown: list[str]) -> tuple[Path, list]:
+    """A 10 fps video of ``shown`` walking in (celebrity5 val photos) and, per frame, who is
+    on screen."""
+    from jobs.walkthrough import Segment, write_face_video
+    from udfs.evaluation import list_identities
 
-    deadline = time.monotonic() + timeout_s
-    while True:
-        with open_event_store(settings) as store:
-            events, _ = store.search(limit=500)
-        if len(events) >= n:
-            return events
-        assert time.monotonic() < deadline, f"fewer than {n} events after {timeout_s} s"
-        time.sleep(1)
+    val = list_identities(celebrity5 / "val")
+    video = tmp_path / "walkthrough.avi"
+    truth = write_face_video(video, [Segment(n, val[n][0], 6, 4) for n in shown], fps=10)
+    return video, truth
 
 
-def test_given_running_job_when_stopped_with_savepoint_then_submit_resumes_it(
-    cluster, tmp_path, engine, celebrity5
+def _seq(event: dict) -> int:
+    return int(event["frame_id"].rsplit(":", 1)[1])
+
+
+def test_given_kafka_frames_when_submitted_stopped_and_resumed_then_each_frame_handled_once(
+    flink_cluster, kafka_broker, tmp_path, engine, celebrity5
 ):
-    """`flink stop --savepointPath`, then `facerec job submit --from-savepoint`: the resumed
-    job gets no index message (empty manifests dir) yet matches with the snapshot it had."""
-    import re
+    """`facerec ingest` -> Kafka -> `facerec job submit --source kafka` on the cluster (the
+    connector jar travels with the job) -> the events topic and the event store. Then stop
+    with a savepoint, ingest more while the job is down, and resume with --from-savepoint:
+    the job goes on from the offsets it committed, so no frame is handled twice and none is
+    skipped, and it matches with the snapshot in its state (the index topic's one message
+    lies before the offset it resumes from)."""
+    camera = "door-1"
+    prefix = f"cluster-{uuid.uuid4().hex[:8]}"
+    settings, config = job_config(tmp_path, kafka_broker.bootstrap_servers, prefix)
+    create_topics(settings)
+    snapshot = publish_gallery(settings, engine, celebrity5 / "train", list(ENROLLED))
+    video, truth = walkthrough(tmp_path, celebrity5, [ENROLLED[0], STRANGER, ENROLLED[1]])
 
-    from facerec.config import Settings
-    from jobs.submit import submit_command
-
-    names = ["jerry_seinfeld", "mindy_kaling"]
-    data, video, info = _world(tmp_path, engine, celebrity5, names)
-    job = {"video": {"realtime": True, "loop": 100, "region": "gate-2"}}
-
-    def submit(name: str, extra: dict, savepoint: str | None = None) -> tuple[Settings, str]:
-        config = tmp_path / f"{name}.yaml"
-        config.write_text(yaml.safe_dump({"data_dir": str(data), "job": job, **extra}))
-        cmd = submit_command(f"video:{video}", cluster["rest"], config, None, True, savepoint)
-        out = _flink(cluster, *cmd[1:])  # cmd[0] is the flink launcher
-        job_id = re.search(r"JobID ([0-9a-f]{32})", out)
-        assert job_id, out
-        settings = Settings(data_dir=data, **extra)
-        return settings, job_id.group(1)
-
-    first, job_id = submit("first", {})
-    _wait_for_events(first, 3, 240)
-    out = _flink(
-        cluster,
-        "stop",
-        "-m",
-        cluster["rest"],
-        "--savepointPath",
-        (tmp_path / "savepoints").as_uri(),
-        job_id,
-    )
-    savepoint = re.search(r"Savepoint completed\. Path: (\S+)", out)
-    assert savepoint, out
-
-    empty = tmp_path / "no-manifests"
-    empty.mkdir()
-    resumed, job_id = submit(
-        "resumed",
-        {
-            "index": {"manifests_dir": str(empty)},
-            "events": {"sqlite_path": str(tmp_path / "resumed.sqlite")},
-        },
-        savepoint.group(1),
-    )
+    before = finish_ingest(start_ingest(config, video, camera, realtime=False))
+    assert before["sent"] == len(truth) and before["spool_left"] == 0
+    job_id = flink_cluster.submit(config)
     try:
-        events = _wait_for_events(resumed, 5, 240)
+        wait_accounted(settings, camera)
+        # Checkpoints commit the offsets read to the group; on an idle topic the source's
+        # consumer sends the commit only when its poll returns (up to 10 s later)
+        wait_for(lambda: frames_offsets(settings)[0] == {0: len(truth)}, 60,
+                 "the group's committed offsets to reach the end of the topic")
     finally:
-        _flink(cluster, "cancel", "-m", cluster["rest"], job_id)
-    assert {e.snapshot_id for e in events} == {info.manifest["snapshot_id"]}
-    assert {e.identity for e in events} <= set(names)
+        savepoint = flink_cluster.stop_with_savepoint(job_id, tmp_path / "savepoints")
+
+    events = topic_events(settings, camera)
+    seen = Counter((truth[_seq(e)][0], e["identity"]) for e in events)
+    for person in ENROLLED:
+        on_screen = sum(n for (who, _), n in seen.items() if who == person)
+        assert on_screen and seen[(person, person)] / on_screen >= 0.9, seen
+    assert {identity for (who, identity) in seen if who == STRANGER} == {"unknown"}, seen
+    assert sorted(stored_event_ids(settings, camera)) == sorted(e["event_id"] for e in events)
+
+    # the camera goes on while the job is down (a new ingest session: new frame ids)
+    after = finish_ingest(start_ingest(config, video, camera, realtime=False))
+    assert after["sent"] == len(truth)
+    job_id = flink_cluster.submit(config, "--from-savepoint", savepoint)
+    try:
+        # a job that read the topic from its start again would handle the first frames
+        # again before the new ones: once these are handled, so would those be
+        accounted = wait_accounted(settings, camera)
+    finally:
+        flink_cluster.cancel(job_id)
+    handled = handled_frames(settings, camera)
+    assert len(accounted.produced) == 2 * len(truth)
+    assert sorted(handled) == sorted(accounted.produced), "each frame handled exactly once"
+    resumed = topic_events(settings, camera)[len(events):]
+    ids = [e["event_id"] for e in events + resumed]
+    assert resumed and len(ids) == len(set(ids))
+    assert set(ids) == set(stored_event_ids(settings, camera))
+    assert {e["snapshot_id"] for e in resumed} == {snapshot.manifest["snapshot_id"]}
+    assert {e["identity"] for e in resumed} == {*ENROLLED, "unknown"}
