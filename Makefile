@@ -11,11 +11,11 @@ PY := $(VENV)/bin/python
 FACES := $(or $(FACEREC_FACES_DIR),$(abspath ../shared)/faces)
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 include deploy/versions.env
-# the JVM components (connector, Kafka, Cassandra), one folder per set; see deploy/jvm/pom.xml
+# the JVM components (connector, Kafka, Cassandra, S3Proxy), one folder a set: deploy/jvm/pom.xml
 JVM_DIR ?= $(CURDIR)/.jvm
 MVN_VERSIONS := -Dflink.kafka.connector.version=$(FLINK_KAFKA_CONNECTOR_VERSION) \
 	-Dkafka.version=$(KAFKA_VERSION) -Dlog4j2.version=$(LOG4J2_VERSION) \
-	-Dcassandra.version=$(CASSANDRA_VERSION)
+	-Dcassandra.version=$(CASSANDRA_VERSION) -Ds3proxy.version=$(S3PROXY_VERSION)
 
 .PHONY: setup demo test test-fast lint eval bench clean system-packages samples jvm
 
@@ -26,7 +26,7 @@ setup: $(VENV)/.installed system-packages samples jvm
 jvm: $(JVM_DIR)/.fetched
 $(JVM_DIR)/.fetched: deploy/versions.env deploy/jvm/pom.xml
 	@command -v mvn >/dev/null || { echo "need Maven (mvn) on PATH for the JVM components"; exit 1; }
-	for set in flink-kafka kafka-broker cassandra; do \
+	for set in flink-kafka kafka-broker cassandra s3proxy; do \
 	  mvn -q -B -C -f deploy/jvm/pom.xml -P $$set package -Dlib.dir=$(JVM_DIR) $(MVN_VERSIONS) \
 	    || exit 1; \
 	done

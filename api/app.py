@@ -9,7 +9,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from api import errors, metrics
-from api.routes import events, faces, health, index, people, recognize, verify
+from api.routes import events, faces, health, index, people, recognize, sightings, verify
 from api.services import Services
 from facerec.config import Settings
 from facerec.eventstore import EventStore
@@ -57,6 +57,7 @@ def create_app(
         recognize.router,
         verify.router,
         events.router,
+        sightings.router,
         index.router,
         health.router,
     ):

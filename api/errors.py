@@ -22,8 +22,15 @@ from facerec.errors import (
     SnapshotMismatch,
 )
 from facerec.eventstore import InvalidCursor, InvalidQuery
+from facerec.evidence import EvidenceNotFound, InvalidEvidenceKey
 from index_builder.enrollment import RepeatedPhoto
-from index_builder.store import DuplicatePerson, DuplicateTemplate, PersonNotFound
+from index_builder.review import ReservedPersonId, SightingNotFound, SightingNotMatched
+from index_builder.store import (
+    DuplicatePerson,
+    DuplicateTemplate,
+    PersonNotFound,
+    TemplateNotFound,
+)
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +42,12 @@ _STATUS: tuple[tuple[type[FaceRecError], int], ...] = (
     (MoreThanOneFace, 422),
     (LowQualityFace, 422),
     (PersonNotFound, 404),
+    (TemplateNotFound, 404),
+    (EvidenceNotFound, 404),
+    (SightingNotFound, 404),
+    (SightingNotMatched, 409),
+    (ReservedPersonId, 422),
+    (InvalidEvidenceKey, 400),
     (DuplicatePerson, 409),
     (DuplicateTemplate, 409),
     (RepeatedPhoto, 422),

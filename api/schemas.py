@@ -143,3 +143,53 @@ class IndexStatus(BaseModel):
     last_error: str | None
     store_change_seq: int
     snapshots_on_disk: list[str]
+
+
+# ------------------------------------------------------------------ sightings
+class SightingPublic(BaseModel):
+    sighting_id: str
+    camera_id: str
+    region: str
+    status: str = Field(description="open (still in view) or closed.")
+    identity: str = Field(description="person id, or 'unknown' (a reviewer's when reviewed).")
+    display_name: str | None = None
+    first_seen_ms: int
+    last_seen_ms: int
+    frames: int
+    votes: dict[str, int] = Field(description="Frames per identity the matcher named.")
+    best_distance: float | None = Field(description="L2 distance of the best face; null if none.")
+    best_quality: float
+    best_frame_id: str
+    best_box: list[float]
+    has_image: bool = Field(description="A face crop is kept: GET /sightings/{id}/image.")
+    snapshot_id: str
+    model_id: str
+    threshold: float
+    updated_ms: int
+    review: dict[str, Any] | None = Field(
+        None, description="A reviewer's correction: action assign or reject, by, at, was."
+    )
+
+
+class SightingsPage(BaseModel):
+    items: list[SightingPublic]
+    next_cursor: str | None
+
+
+class SightingAssign(_In):
+    person_id: str = Field(..., pattern=PERSON_ID_PATTERN)
+    display_name: str | None = Field(
+        None,
+        min_length=1,
+        max_length=256,
+        description="Create the person with this name when the id is not enrolled yet; "
+        "without it an unknown person_id is 404 (a typo creates nobody).",
+    )
+
+
+class SightingReject(_In):
+    person_id: str | None = Field(
+        None,
+        pattern=PERSON_ID_PATTERN,
+        description="Who the face is not; default: whom the sighting names.",
+    )

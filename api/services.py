@@ -14,6 +14,7 @@ from facerec.eventstore import EventStore, open_event_store
 from facerec.models import FACENET_MODEL_ID
 from index_builder.enrollment import EnrollmentService
 from index_builder.publish import IndexPublisher, LocalIndexLog
+from index_builder.review import SightingReview, sighting_evidence_of
 from index_builder.store import EnrollmentStore
 from udfs.engine import Face, FaceEngine
 from udfs.match import Match, Matcher
@@ -78,7 +79,14 @@ class Services:
         self.matcher = LiveMatcher(settings, self.model_id)
         self._engine_lock = threading.Lock()  # OpenCV DNN nets are not thread-safe
         self._init_lock = threading.Lock()
-        self.enrollment = EnrollmentService(settings, self.store, self.publisher, self)
+        self.enrollment = EnrollmentService(
+            settings,
+            self.store,
+            self.publisher,
+            self,
+            sighting_evidence=sighting_evidence_of(self.event_store),
+        )
+        self.review = SightingReview(self.enrollment, self.event_store)
 
     @property
     def engine_loaded(self) -> bool:
@@ -117,6 +125,7 @@ class Services:
             return engine.cropped_face(data)
 
     def close(self) -> None:
+        self.enrollment.evidence.close()
         self.publisher.close()
         self.store.close()
         if self._event_store is not None:

@@ -18,6 +18,7 @@ import os
 import sys
 import tempfile
 import time
+from collections import Counter
 from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -119,7 +120,7 @@ def run_job(settings: Settings, videos: list[Path], name: str) -> dict:
     parallelism 1)."""
     from pyflink.common import Types
 
-    from facerec.eventstore import open_event_store
+    from facerec.eventstore import SightingQuery, open_event_store
     from facerec.eventstore.base import MAX_LIMIT
     from jobs import flink_sources as fs
     from jobs.recognition import build_job
@@ -130,8 +131,9 @@ def run_job(settings: Settings, videos: list[Path], name: str) -> dict:
     env, streams = build_job(settings, "video:" + ",".join(map(str, videos)))
     stats_file = AppendJsonLines(str(out), "stats")
     fs.discard(streams.frame_stats.map(stats_file, output_type=Types.STRING()))
-    for stream in (streams.events, *streams.dead_letters):
-        fs.discard(stream)
+    for stream in streams.outputs():
+        if stream is not streams.frame_stats:
+            fs.discard(stream)
     dead_dir = settings.dead_letters_path()
     dead_before = sum(1 for f in dead_dir.glob("*.jsonl") for _ in f.open())
     started = time.time()
@@ -144,9 +146,16 @@ def run_job(settings: Settings, videos: list[Path], name: str) -> dict:
             events += [e.to_dict() for e in page]
             if cursor is None:
                 break
+        sightings, cursor = [], None
+        while True:
+            found, cursor = store.search_sightings(SightingQuery(), limit=MAX_LIMIT, cursor=cursor)
+            sightings += [s.to_dict() for s in found]
+            if cursor is None:
+                break
     stats = [json.loads(line) for f in out.glob("stats-*.jsonl") for line in f.open()]
     dead = sum(1 for f in dead_dir.glob("*.jsonl") for _ in f.open()) - dead_before
-    return {"events": events, "stats": stats, "dead": dead, "wall_s": wall}
+    return {"events": events, "stats": stats, "dead": dead, "wall_s": wall,
+            "sightings": sightings}
 
 
 def in_process(settings: Settings, data: Path, videos: list[Path]) -> dict:
@@ -232,6 +241,11 @@ def summarize(run: dict, warmup_s: float, judge) -> dict:
         "frames_gated_out": gated,
         "gate_fraction_removed": round(gated / frames, 3) if frames else None,
         "events": len(events),
+        # one record per person per appearance, against one per face per frame
+        "sightings": len(run.get("sightings", [])),
+        "sightings_by_identity": dict(
+            Counter(s["identity"] for s in run.get("sightings", [])).most_common()
+        ),
         "faces_reused": sum(s.get("reused", 0) for s in stats),
         "dead_letters": run["dead"],
         "latency_ms_all": percentiles(lat(events)),

@@ -72,7 +72,7 @@ def kafka_run(
         {"camera_id": v.stem, "url": str(v), "region": v.stem, "fps": fps, "realtime": True,
          "loop": loops} for v in videos]))
     env, streams = build_job(settings, "kafka")
-    for stream in (streams.events, *streams.dead_letters, streams.frame_stats):
+    for stream in streams.outputs():
         fs.discard(stream)
     facerec = str(Path(sys.executable).parent / "facerec")
 

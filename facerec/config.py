@@ -10,7 +10,7 @@ ignored. This module is the only reader of ``FACEREC_*`` environment variables.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from contextvars import ContextVar
 from pathlib import Path
@@ -69,11 +69,42 @@ DetectorConfig = Annotated[SsdDetectorConfig | BlazeFaceDetectorConfig, Field(di
 
 # --------------------------------------------------------------------------- face engine
 class AlignConfig(_Section):
+    landmarks: Literal["onet", "detector", "none"] = Field(
+        "onet",
+        description="Where the crop's box and landmarks come from: 'onet' = MTCNN's O-Net run "
+        "on the detector's box (the MTCNN box FaceNet was trained on, five landmarks, ~1-3 ms "
+        "per face); 'detector' = the detector's box and its landmarks (BlazeFace has them, "
+        "the SSD has none); 'none' = the detector's box without landmarks (no yaw gate).",
+    )
+    onet_passes: int = Field(
+        2,
+        ge=1,
+        le=3,
+        description="O-Net runs on the detector's box, then again on its own refined box: "
+        "measured on 1654 LFW images against the full MTCNN cascade, the box's median error "
+        "is 1.3-1.8 px after two passes (1.5-2.2 px after one, 2-4.4 px for the SSD's box).",
+    )
+    geometry: Literal["mtcnn", "square"] = Field(
+        "mtcnn",
+        description="'mtcnn' = the box grown by the margin and resized to 160x160 as it is "
+        "(davidsandberg/facenet's align_dataset_mtcnn, what 20180408-102900 was trained and "
+        "published with); 'square' = a square of the box's longer side plus the margin (the "
+        "crop before; with landmarks 'none' and margin 0.1 it is the old pipeline). Measured "
+        "on LFW View-2, 10 folds: 'mtcnn' 0.9892 accuracy, TAR@FAR1e-3 0.957; old square "
+        "crop 0.9842, 0.907 (bench/alignment.py).",
+    )
     margin: float = Field(
-        0.1, ge=0.0, le=1.0, description="Margin added around the box, as a fraction of its side."
+        0.3,
+        ge=0.0,
+        le=1.0,
+        description="Margin added around the box, as a fraction of its side (half on each "
+        "side). 0.3 ~ FaceNet's 32 px on LFW's ~108 px MTCNN boxes.",
     )
     rotate: bool = Field(
-        True, description="Level the eyes using detector landmarks when the detector gives them."
+        False,
+        description="Level the eyes using the landmarks (a rotation about the box centre). "
+        "FaceNet 20180408-102900 was trained on unrotated MTCNN crops; measured on 1200 LFW "
+        "pairs it changes nothing (AUC 0.99935 vs 0.99931 unrotated) and costs a little.",
     )
     standardization: Literal["fixed", "prewhiten"] = Field(
         "fixed",
@@ -101,6 +132,29 @@ class QualityConfig(_Section):
     min_sharpness: float = Field(
         30.0, ge=0.0, description="Minimum variance of the Laplacian over the face box at 96x96."
     )
+    max_yaw_deg: float = Field(
+        60.0,
+        ge=0.0,
+        le=90.0,
+        description="Largest head turn (yaw, degrees) accepted, estimated from the landmarks: "
+        "atan of the nose tip's offset from the eyes' midpoint over half the eye distance "
+        "(reason 'turned_away'). 90 turns the gate off; it needs landmarks (align.landmarks "
+        "'onet' or a detector that gives them). Measured on the 7701 LFW View-2 images "
+        "(bench/alignment.py gates, open set, 100 enrolled): 50 refuses 14, FNIR at FPIR 1% "
+        "0.143 -> 0.145, FPIR at 1.05 0.242 -> 0.241; 45 refuses 40, FNIR 0.152; 60 refuses "
+        "1 (LFW's largest: 63) and changes nothing.",
+    )
+    min_eye_distance_px: float = Field(
+        16.0,
+        ge=0.0,
+        le=512.0,
+        description="Smallest face scale accepted, from the landmarks: the larger of the eye "
+        "distance and the eyes-to-mouth distance, in pixels of the frame (a turned face keeps "
+        "the second); reason 'too_small'. 0 turns the gate off. Measured (bench/alignment.py "
+        "small, 600 LFW pairs, one side shrunk): TAR at threshold 1.05 is 0.967 at full size "
+        "(~46 px), 0.963 at 24 px, 0.960 at 20, 0.943 at 16, 0.907 at 12, 0.623 at 8 px. "
+        "16 px is about what the 40 px box minimum gives.",
+    )
 
 
 class ImageLimits(_Section):
@@ -113,13 +167,17 @@ class ImageLimits(_Section):
 
 class MatchConfig(_Section):
     threshold: float = Field(
-        1.05,
+        0.90,
         gt=0.0,
         lt=2.0,
         description="Max L2 distance between unit embeddings for a match; above it the face "
-        "is 'unknown'. Measured: celebrity5 open set FPIR 1% at 1.051 (FNIR 0); LFW View-2 "
-        "FAR 1e-3 at 0.974 (TAR 0.931), FAR 1e-2 at 1.078 (TAR 0.983). Lower it to cut "
-        "false accepts of people who are not enrolled.",
+        "is 'unknown'. 0.90 is where about 1% of people never enrolled are taken for one of "
+        "100 enrolled people (open-set protocol on LFW, `facerec eval --lfw`, MTCNN-geometry "
+        "crop: FPIR 0.13% / 0.86% / 2.9% at 10 / 100 / 300 enrolled, each missing about 15% "
+        "of enrolled photos). False accepts grow with the gallery: lower it for large "
+        "galleries and access control, raise it for search; per camera with the camera's "
+        "match_threshold. (1.05, the earlier default, was chosen on 5 people: FPIR 25% at "
+        "100 enrolled.)",
     )
     top_k: int = Field(10, ge=1, le=1000, description="Annoy candidates re-ranked exactly.")
     search_k: int = Field(
@@ -166,6 +224,16 @@ class CameraOptions(_Section):
     )
     reconnect_max_s: float = Field(
         30.0, gt=0.0, le=3600.0, description="Longest wait between reconnection attempts."
+    )
+    match_threshold: float | None = Field(
+        None,
+        gt=0.0,
+        lt=2.0,
+        description="This camera's own match threshold (L2 distance), winning over "
+        "match.threshold for its faces; unset = match.threshold. Lower (stricter) for access "
+        "control, where a stranger let in costs more than a member asked to retry; higher for "
+        "search, where a missed person costs more than a candidate to check. Expected FPIR per "
+        "gallery size: README, 'Open-set identification'.",
     )
 
     @field_validator("loop", mode="before")
@@ -316,6 +384,56 @@ class TrackConfig(_Section):
     )
 
 
+class SightingsConfig(_Section):
+    """One record per person per continuous appearance before a camera (udfs/sightings.py),
+    in place of a record per face per frame."""
+
+    min_faces: int = Field(
+        3,
+        ge=1,
+        le=1000,
+        description="Frames that must name the same person before a sighting is given "
+        "their name (Frigate's min_faces).",
+    )
+    majority: float = Field(
+        0.5,
+        gt=0.0,
+        le=1.0,
+        description="Share of the sighting's frames that must name that person: a stranger "
+        "the matcher names in one frame of ten stays unknown.",
+    )
+    unknown_after: int = Field(
+        5,
+        ge=1,
+        le=1000,
+        description="Frames after which a sighting no person has won opens as unknown.",
+    )
+    gap_ms: int = Field(
+        8000,
+        ge=100,
+        description="A sighting closes after this long without its face. Longer than the "
+        "motion gate's keep-alive (job.motion.keepalive_s), so a person standing still "
+        "stays one sighting.",
+    )
+    link_iou: float = Field(
+        0.2, gt=0.0, le=1.0, description="Box overlap with a sighting's last face to link to it."
+    )
+    link_distance: float = Field(
+        0.9,
+        gt=0.0,
+        le=2.0,
+        description="Embedding distance to a sighting's mean face to link to it when the "
+        "boxes do not overlap (the person moved fast, or frames were gated out).",
+    )
+    better_face: float = Field(
+        0.05,
+        ge=0.0,
+        le=1.0,
+        description="Quality gain that makes a face the sighting's new evidence (and "
+        "publishes an update).",
+    )
+
+
 class EventsSinkConfig(_Section):
     """How the job writes events to the Kafka events topic (the event store upserts by event
     id and is idempotent either way)."""
@@ -415,6 +533,12 @@ class JobConfig(_Section):
     motion: MotionConfig = Field(default_factory=MotionConfig)
     batch: BatchConfig = Field(default_factory=BatchConfig)
     track: TrackConfig = Field(default_factory=TrackConfig)
+    sightings: SightingsConfig = Field(default_factory=SightingsConfig)
+    frame_events: bool = Field(
+        True,
+        description="Also write an event per face per frame (events topic, event store): "
+        "the audit trail that replay compares. Sightings are written either way.",
+    )
     video: VideoSourceConfig = Field(default_factory=VideoSourceConfig)
 
     @model_validator(mode="after")
@@ -438,6 +562,9 @@ class KafkaConfig(_Section):
     events_topic: str = Field("facerec.events", description="Recognition events (JSON).")
     index_topic: str = Field("facerec.index", description="Snapshot manifests and deltas.")
     dead_letter_topic: str = Field("facerec.deadletters", description="Undecodable frames.")
+    sightings_topic: str = Field(
+        "facerec.sightings", description="Sightings (JSON), upserts keyed by sighting id."
+    )
     max_record_bytes: int = Field(
         16 << 20,
         ge=1 << 20,
@@ -500,6 +627,51 @@ class EnrollmentConfig(_Section):
         description="SQLAlchemy URL of the enrollment store (postgresql+psycopg://...); "
         "default: sqlite:///<data_dir>/enrollment.sqlite.",
     )
+
+
+class EvidenceS3Config(_Section):
+    endpoint_url: str | None = Field(
+        None,
+        description="S3-compatible endpoint (http://127.0.0.1:9000 for a local S3Proxy or "
+        "any S3 API); unset: AWS S3 of `region`.",
+    )
+    bucket: str = Field(
+        "facerec-evidence",
+        pattern=r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$",
+        description="Bucket holding the evidence.",
+    )
+    prefix: str = Field(
+        "",
+        pattern=r"^([A-Za-z0-9._-]+/)*$",
+        description="Key prefix inside the bucket (e.g. 'site-a/'), to share a bucket.",
+    )
+    access_key: SecretStr | None = Field(
+        None, description="Access key id; unset: boto3's usual chain (environment, profile)."
+    )
+    secret_key: SecretStr | None = Field(None, description="Secret access key.")
+    region: str = Field("us-east-1", min_length=1, description="Signing region.")
+    create_bucket: bool = Field(
+        False, description="Create the bucket at start if it does not exist."
+    )
+
+
+class EvidenceConfig(_Section):
+    backend: Literal["local", "s3"] = Field(
+        "local", description="Where face evidence (JPEG crops and frames) is stored."
+    )
+    dir: Path | None = Field(None, description="local backend; default: <data_dir>/evidence.")
+    s3: EvidenceS3Config = Field(default_factory=EvidenceS3Config)
+    retention_days: int = Field(
+        30,
+        ge=0,
+        le=3650,
+        description="Sighting evidence older than this many days is removed by `facerec "
+        "evidence purge`; 0 keeps it forever. Template crops live as long as their template.",
+    )
+    store_frames: bool = Field(
+        False, description="Also store the whole frame of each sighting (larger, more personal)."
+    )
+    jpeg_quality: int = Field(90, ge=10, le=100, description="JPEG quality of stored crops.")
 
 
 class IndexConfig(_Section):
@@ -664,6 +836,7 @@ class Settings(BaseSettings):
     index: IndexConfig = Field(default_factory=IndexConfig)
     ingest: IngestConfig = Field(default_factory=IngestConfig)
     api: ApiConfig = Field(default_factory=ApiConfig)
+    evidence: EvidenceConfig = Field(default_factory=EvidenceConfig)
 
     # Where each store lives, resolved in one place: a configured path wins over the data
     # directory.
@@ -679,6 +852,9 @@ class Settings(BaseSettings):
     def enrollment_url(self) -> str:
         return self.enrollment.database_url or f"sqlite:///{self.data_dir / 'enrollment.sqlite'}"
 
+    def evidence_path(self) -> Path:
+        return self.evidence.dir or self.data_dir / "evidence"
+
     def spool_path(self) -> Path:
         return self.ingest.spool_dir or self.data_dir / "spool"
 
@@ -687,6 +863,17 @@ class Settings(BaseSettings):
 
     def reports_path(self) -> Path:
         return self.data_dir / "reports"
+
+    def camera_thresholds(self, cameras: Iterable[CameraConfig] = ()) -> dict[str, float]:
+        """camera id -> match threshold, for the cameras that set their own
+        (``match_threshold``): those of ``ingest.cameras`` and ``cameras`` (e.g. the ones the
+        job reads itself, configured from ``job.video``), the latter winning. Faces of any
+        other camera are matched with ``match.threshold``."""
+        out: dict[str, float] = {}
+        for cam in [*self.ingest.cameras, *cameras]:
+            if cam.match_threshold is not None:
+                out[cam.camera_id] = cam.match_threshold
+        return out
 
     @classmethod
     def settings_customise_sources(

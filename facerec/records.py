@@ -135,6 +135,72 @@ class RecognitionEvent:
         return cls.from_dict(json.loads(s))
 
 
+SightingStatus = Literal["open", "closed"]
+
+
+def make_sighting_id(camera_id: str, first_frame_id: str, face_index: int) -> str:
+    """Named after the face that started it: a job restored from a checkpoint, or a replay,
+    writes the same sighting again instead of a second one."""
+    return str(uuid.uuid5(_EVENT_NAMESPACE, f"sighting#{camera_id}#{first_frame_id}#{face_index}"))
+
+
+@dataclass(frozen=True)
+class Sighting:
+    """One person's continuous appearance before one camera: the faces linked across its
+    frames, the identity decided over them, and the best face as evidence. Upserted by
+    ``sighting_id`` as it opens, improves and closes (``facerec.sightings``)."""
+
+    sighting_id: str
+    camera_id: str
+    region: str
+    status: SightingStatus
+    identity: str
+    """Person id decided over the sighting's frames, or ``unknown``."""
+    first_seen_ms: int
+    last_seen_ms: int
+    frames: int
+    """Frames in which a face of this sighting was matched."""
+    votes: dict[str, int]
+    """Frames per identity the matcher named (``unknown`` included)."""
+    best_distance: float
+    """Smallest distance to the decided identity (to the nearest person when unknown)."""
+    best_quality: float
+    """Quality of the face kept as evidence, 0-1 (size, detection score, sharpness)."""
+    best_frame_id: str
+    best_box: tuple[float, float, float, float]
+    evidence_key: str | None
+    """Key of the best face's JPEG in the evidence store (None when it was not stored)."""
+    snapshot_id: str
+    model_id: str
+    threshold: float
+    updated_ms: int = field(default_factory=now_ms)
+    display_name: str | None = None
+    review: dict[str, Any] | None = None
+    """A person's correction (assigned to / rejected), set by the review API."""
+
+    @property
+    def matched(self) -> bool:
+        return self.identity != UNKNOWN
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["best_box"] = list(self.best_box)
+        return d
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), separators=(",", ":"))
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Sighting:
+        d = dict(d)
+        d["best_box"] = tuple(d["best_box"])
+        return cls(**d)
+
+    @classmethod
+    def from_json(cls, s: str | bytes) -> Sighting:
+        return cls.from_dict(json.loads(s))
+
+
 @dataclass(frozen=True)
 class DeadLetter:
     reason: str

@@ -2,8 +2,14 @@
 
 * enroll photos for a person: one acceptable face per photo becomes a template, stored in
   one transaction, then published as deltas so running matchers know it at once;
-* erase a person: templates gone from the store, a tombstone published;
+* erase a person: templates, their face crops and their sightings' evidence gone, a
+  tombstone published;
+* remove one template: gone from the store with its crop, a new snapshot published;
+* import a ``name/*.jpg`` tree (the command line and the demo);
 * build a snapshot of every template and publish its manifest.
+
+Each template's face crop (the box the engine embedded, cut as the engine cut it) is kept
+as JPEG in the evidence store under ``templates/<person_id>/<template_id>.jpg``.
 
 Publishing after a store write may fail (Kafka down): the store is the truth, so the write
 stands and the result says it was not published; the next snapshot carries the change.
@@ -13,24 +19,33 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import re
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Literal, Protocol
 
 from facerec.config import Settings
 from facerec.errors import FaceRecError
+from facerec.evidence import JPEG, EvidenceStore, open_evidence_store, template_key
 from facerec.models import FACENET_MODEL_ID
 from index_builder.publish import IndexPublisher
 from index_builder.snapshot import SnapshotInfo, build_snapshot
 from index_builder.store import (
     Change,
+    DuplicatePerson,
     DuplicateTemplate,
     EnrollmentStore,
     NewTemplate,
+    Person,
+    PersonNotFound,
     Template,
 )
 from udfs.engine import Face
+from udfs.evaluation import list_identities
+from udfs.evidence import face_jpeg
+from udfs.image import decode_image
 
 log = logging.getLogger(__name__)
 FaceChoice = Literal["single", "largest", "cropped"]
@@ -92,12 +107,59 @@ class Enrolled:
     """Photos passed over (only when enrolling what can be enrolled)."""
     published: bool
     """Every new template reached the index log (and Kafka when configured)."""
+    evidence_stored: bool = True
+    """Every new template's face crop reached the evidence store."""
 
 
 @dataclass(frozen=True)
 class Erased:
     change: Change
     published: bool
+    evidence_removed: int = 0
+    """Objects removed from the evidence store (template crops, sighting crops, frames)."""
+
+
+@dataclass(frozen=True)
+class Removed:
+    template: Template
+    change: Change
+    published: bool
+    """A snapshot without the template was built and published (else the next one is)."""
+
+
+@dataclass
+class ImportReport:
+    """What ``import_tree`` did: people created, templates enrolled per person, and every
+    photo refused with its reason."""
+
+    created: list[str] = field(default_factory=list)
+    enrolled: dict[str, int] = field(default_factory=dict)
+    refused: list[tuple[str, Photo, FaceRecError]] = field(default_factory=list)
+    skipped_people: list[str] = field(default_factory=list)
+    published: bool = True
+
+    @property
+    def templates(self) -> int:
+        return sum(self.enrolled.values())
+
+
+def person_id_for(name: str) -> str:
+    """The person id a name enrolls under: lower case, runs of other characters as '_'
+    ('Ben Affleck' and 'ben_affleck' -> 'ben_affleck')."""
+    pid = re.sub(r"[^a-z0-9]+", "_", name.lower()).strip("_")[:64]
+    if not pid:
+        raise ValueError(f"name {name!r} has no letter or digit to make a person id of")
+    return pid
+
+
+def display_name_for(name: str) -> str:
+    """How a folder or command-line name reads ('ben_affleck' -> 'Ben Affleck')."""
+    shown = name.replace("_", " ").strip()
+    return shown.title() if shown.islower() else shown
+
+
+ProgressFn = Callable[[str, Photo | None], None]
+"""Called once per photo of an import (person id, photo) as it is done."""
 
 
 class EnrollmentService:
@@ -107,9 +169,16 @@ class EnrollmentService:
         store: EnrollmentStore,
         publisher: IndexPublisher,
         faces: FaceSource,
+        evidence: EvidenceStore | None = None,
+        sighting_evidence: Callable[[str], Iterable[str]] | None = None,
     ) -> None:
+        """``evidence``: where template crops go (default: ``open_evidence_store``).
+        ``sighting_evidence(person_id)``: the evidence keys of the person's sightings, which
+        erasing the person removes too (the sightings' store knows them)."""
         self.settings, self.store, self.publisher = settings, store, publisher
         self.faces = faces
+        self.evidence = evidence if evidence is not None else open_evidence_store(settings)
+        self.sighting_evidence = sighting_evidence
         self._build_lock = threading.Lock()
 
     def enroll(
@@ -130,6 +199,7 @@ class EnrollmentService:
         stored twice."""
         self.store.get_person(person_id)  # PersonNotFound before the expensive part
         new: list[NewTemplate] = []
+        used: list[tuple[Photo, Face]] = []
         refused: list[tuple[Photo, FaceRecError]] = []
         for photo in photos:
             if limit is not None and len(new) == limit:
@@ -147,11 +217,14 @@ class EnrollmentService:
             new.append(
                 NewTemplate(face.embedding, face.model_id, face.quality.as_dict(), photo.sha256)
             )
+            used.append((photo, face))
         try:
             templates = self.store.add_templates(person_id, new) if new else []
         except DuplicateTemplate as exc:  # the same photo stored by a concurrent request
             photo = next(p for p in photos if p.sha256 == exc.existing.image_sha256)
             raise PhotoRefused(photo, exc) from exc
+        crops = [self._store_crop(t, p, f) for t, (p, f) in zip(templates, used, strict=True)]
+        stored = all(crops)
         published = True
         for template in templates:
             try:
@@ -159,7 +232,93 @@ class EnrollmentService:
             except Exception as exc:  # stored anyway: the next snapshot carries it
                 published = False
                 log.warning("enroll delta %s not published: %s", template.id, exc)
-        return Enrolled(person_id, templates, refused, published)
+        return Enrolled(person_id, templates, refused, published, stored)
+
+    def face_crop(self, photo: Photo, face: Face) -> bytes:
+        """JPEG of the face as the engine cut it for embedding (``udfs.evidence``, as the
+        job keeps its sightings' faces)."""
+        limits = self.settings.images
+        image = decode_image(
+            photo.data,
+            max_bytes=limits.max_bytes,
+            max_pixels=limits.max_pixels,
+            min_side=limits.min_side,
+        )
+        return face_jpeg(image, face, self.settings)
+
+    def _store_crop(self, template: Template, photo: Photo, face: Face) -> bool:
+        """Keep the template's face crop; a failure leaves the template enrolled (the crop
+        is evidence, not the template) and is logged."""
+        try:
+            self.evidence.put(
+                template_key(template.person_id, template.id), self.face_crop(photo, face), JPEG
+            )
+        except Exception as exc:
+            log.warning("face crop of template %s not stored: %s", template.id, exc)
+            return False
+        return True
+
+    def crop_key(self, template: Template) -> str:
+        """The evidence key of a template's face crop."""
+        return template_key(template.person_id, template.id)
+
+    def template_crop(self, person_id: str, template_id: str) -> bytes:
+        """The JPEG face crop of a template: ``PersonNotFound`` / ``TemplateNotFound`` for
+        no such template, ``EvidenceNotFound`` when it has no stored crop."""
+        template = self.store.get_template(person_id, template_id)
+        return self.evidence.get(self.crop_key(template))
+
+    def ensure_person(self, name: str, person_id: str | None = None) -> tuple[Person, bool]:
+        """The person ``person_id`` (default: ``person_id_for(name)``), created with display
+        name ``display_name_for(name)`` when missing; and whether it was created."""
+        pid = person_id or person_id_for(name)
+        try:
+            return self.store.get_person(pid), False
+        except PersonNotFound:
+            pass
+        try:
+            return self.store.create_person(display_name_for(name), person_id=pid), True
+        except DuplicatePerson:  # created meanwhile by another writer
+            return self.store.get_person(pid), False
+
+    def import_tree(
+        self,
+        folder: Path,
+        *,
+        limit: int | None = None,
+        skip_existing: bool = False,
+        choice: FaceChoice = "single",
+        progress: ProgressFn | None = None,
+    ) -> ImportReport:
+        """Enroll ``folder/<name>/*.jpg`` (and other image types): one person per
+        sub-folder (``ensure_person(name)``), every photo with an acceptable face becomes a
+        template, every other one is reported with its reason. ``limit``: templates per
+        person at most; ``skip_existing``: leave people who exist already alone (the demo's
+        second run). ``progress(person_id, photo)`` is called after each photo."""
+        report = ImportReport()
+        for name, paths in list_identities(Path(folder)).items():
+            person, created = self.ensure_person(name)
+            if created:
+                report.created.append(person.id)
+            elif skip_existing:
+                report.skipped_people.append(person.id)
+                if progress is not None:
+                    for _ in paths:
+                        progress(person.id, None)
+                continue
+            photos = [Photo(str(p), p.read_bytes()) for p in paths]
+            for photo in photos:
+                enrolled = self.enroll(person.id, [photo], all_or_nothing=False)
+                for refused_photo, exc in enrolled.refused:
+                    report.refused.append((person.id, refused_photo, exc))
+                n = len(enrolled.templates)
+                report.enrolled[person.id] = report.enrolled.get(person.id, 0) + n
+                report.published &= enrolled.published
+                if progress is not None:
+                    progress(person.id, photo)
+                if limit is not None and report.enrolled[person.id] >= limit:
+                    break
+        return report
 
     def _refuse_repeat(self, person_id: str, photo: Photo, new: Sequence[NewTemplate]) -> None:
         existing = self.store.find_template(person_id, photo.sha256)
@@ -172,14 +331,34 @@ class EnrollmentService:
             raise RepeatedPhoto(f"the same photo is given twice (sha256 {photo.sha256[:12]}...)")
 
     def erase(self, person_id: str) -> Erased:
-        """The person and every template leave the store; a tombstone reaches the matchers."""
+        """The person and every template leave the store, with their face crops and the
+        evidence of their sightings; a tombstone reaches the matchers."""
+        self.store.get_person(person_id)  # PersonNotFound before anything is removed
+        keys = list(self.sighting_evidence(person_id)) if self.sighting_evidence else []
+        # evidence first: if the evidence store fails, nothing is erased and a retry can
+        # finish the job, instead of a person gone from the store with photos left behind
+        removed = self.evidence.erase_person(person_id, keys)
         change = self.store.delete_person(person_id)
         try:
             self.publisher.publish_delete(change)
         except Exception as exc:  # erased in the store; the next snapshot forgets the person
             log.warning("tombstone for %s not published: %s", person_id, exc)
-            return Erased(change, published=False)
-        return Erased(change, published=True)
+            return Erased(change, published=False, evidence_removed=removed)
+        return Erased(change, published=True, evidence_removed=removed)
+
+    def remove_template(self, person_id: str, template_id: str) -> Removed:
+        """One template leaves the store with its face crop; a snapshot without it is built
+        and published (the index messages have no per-template removal, and a snapshot
+        covering the removal also drops it from matchers that hold it as a delta)."""
+        # the crop first (as for erase): a failing evidence store leaves nothing half-done
+        self.evidence.delete(self.crop_key(self.store.get_template(person_id, template_id)))
+        template, change = self.store.delete_template(person_id, template_id)
+        try:
+            self.publish_snapshot(template.model_id)
+        except Exception as exc:  # removed in the store; the next snapshot leaves it out
+            log.warning("snapshot after removing template %s not published: %s", template_id, exc)
+            return Removed(template, change, published=False)
+        return Removed(template, change, published=True)
 
     def publish_snapshot(
         self, model_id: str = FACENET_MODEL_ID, n_trees: int | None = None

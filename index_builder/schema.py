@@ -61,7 +61,12 @@ changes = Table(
     "changes",
     metadata,
     Column("seq", _Seq, primary_key=True, autoincrement=True),
-    Column("kind", String(16), nullable=False, doc="enroll | delete"),
+    Column(
+        "kind",
+        String(16),
+        nullable=False,
+        doc="enroll | delete (a person) | remove (one template)",
+    ),
     Column("person_id", String(64), nullable=False),
     Column("template_id", String(64), nullable=True),
     Column("model_id", String(128), nullable=True),

@@ -36,6 +36,10 @@ class PersonNotFound(FaceRecError):
     reason = "person_not_found"
 
 
+class TemplateNotFound(FaceRecError):
+    reason = "template_not_found"
+
+
 class DuplicatePerson(FaceRecError):
     """A person with this id or external_ref already exists."""
 
@@ -331,6 +335,53 @@ class EnrollmentStore:
                 )
             ).first()
         return _template(row, False) if row is not None else None
+
+    def get_template(
+        self, person_id: str, template_id: str, with_embedding: bool = False
+    ) -> Template:
+        """Template ``template_id`` of ``person_id``: ``PersonNotFound`` for an unknown
+        person, ``TemplateNotFound`` for a template that is not theirs."""
+        with self.engine.connect() as conn:
+            row = conn.execute(
+                select(templates).where(
+                    templates.c.person_id == person_id, templates.c.id == template_id
+                )
+            ).first()
+        if row is None:
+            self.get_person(person_id)
+            raise TemplateNotFound(f"person {person_id!r} has no template {template_id!r}")
+        return _template(row, with_embedding)
+
+    def delete_template(self, person_id: str, template_id: str) -> tuple[Template, Change]:
+        """Remove one template of a person; a ``remove`` change is logged (a snapshot after
+        it leaves the template out). Returns the removed template and the change."""
+        now = _now()
+        with self._write() as conn:
+            row = conn.execute(
+                select(templates).where(
+                    templates.c.person_id == person_id, templates.c.id == template_id
+                )
+            ).first()
+            if row is None:
+                exists = conn.execute(select(people.c.id).where(people.c.id == person_id)).first()
+                if exists is None:
+                    raise PersonNotFound(f"no person with id {person_id!r}")
+                raise TemplateNotFound(f"person {person_id!r} has no template {template_id!r}")
+            removed = _template(row, False)
+            conn.execute(delete(templates).where(templates.c.id == template_id))
+            seq = conn.execute(
+                insert(changes)
+                .values(
+                    kind="remove",
+                    person_id=person_id,
+                    template_id=template_id,
+                    model_id=removed.model_id,
+                    created_at=now,
+                )
+                .returning(changes.c.seq)
+            ).scalar_one()
+            conn.execute(update(people).where(people.c.id == person_id).values(updated_at=now))
+        return removed, Change(int(seq), "remove", person_id, template_id, removed.model_id, now)
 
     def list_templates(self, person_id: str, with_embeddings: bool = False) -> list[Template]:
         with self.engine.connect() as conn:

@@ -32,10 +32,12 @@ from udfs.flink_functions import (
     DEAD_LETTERS,
     FRAME_STATS,
     INDEX_STATE,
+    SIGHTINGS,
     AppendJsonLines,
     DecodeFrames,
     RecognizeFrames,
     StoreEvents,
+    StoreSightings,
 )
 
 log = logging.getLogger(__name__)
@@ -51,6 +53,12 @@ class JobStreams:
     events: DataStream  # RecognitionEvent JSON
     dead_letters: list[DataStream]  # DeadLetter JSON, one stream per producing operator
     frame_stats: DataStream  # FrameStat JSON (per frame: gated out / analysed)
+    sightings: DataStream  # Sighting JSON, each publication (open, better, closed)
+
+    def outputs(self) -> list[DataStream]:
+        """Every stream: a job run without a collecting client ends each with a sink
+        (``flink_sources.discard``), or Flink leaves out the operators that feed it."""
+        return [self.events, *self.dead_letters, self.frame_stats, self.sightings]
 
 
 def create_env(settings: Settings, parallelism: int | None = None) -> StreamExecutionEnvironment:
@@ -84,8 +92,15 @@ def create_env(settings: Settings, parallelism: int | None = None) -> StreamExec
     return env
 
 
-def build_pipeline(settings: Settings, frames: DataStream, index: DataStream) -> JobStreams:
-    """The job proper; it does not know where ``frames`` and ``index`` come from."""
+def build_pipeline(
+    settings: Settings,
+    frames: DataStream,
+    index: DataStream,
+    camera_thresholds: dict[str, float] | None = None,
+) -> JobStreams:
+    """The job proper; it does not know where ``frames`` and ``index`` come from.
+    ``camera_thresholds``: camera id -> its own match threshold (default: the cameras of
+    ``ingest.cameras`` that set one, ``Settings.camera_thresholds``)."""
     records = (
         frames.process(DecodeFrames(), output_type=Types.PICKLED_BYTE_ARRAY())
         .name("decode")
@@ -98,22 +113,30 @@ def build_pipeline(settings: Settings, frames: DataStream, index: DataStream) ->
     recognized = (
         records.key_by(lambda r: r.region, key_type=Types.STRING())
         .connect(index.broadcast(INDEX_STATE))
-        .process(RecognizeFrames(settings), output_type=Types.STRING())
+        .process(RecognizeFrames(settings, camera_thresholds), output_type=Types.STRING())
         .name("recognize")
         .uid("recognize")  # savepoints map its keyed and broadcast state by this id
         .slot_sharing_group(RECOGNIZE_SLOTS)
     )
     dead = [records.get_side_output(DEAD_LETTERS), recognized.get_side_output(DEAD_LETTERS)]
-    return JobStreams(recognized, dead, recognized.get_side_output(FRAME_STATS))
+    return JobStreams(
+        recognized,
+        dead,
+        recognized.get_side_output(FRAME_STATS),
+        recognized.get_side_output(SIGHTINGS),
+    )
 
 
 def attach_sinks(settings: Settings, streams: JobStreams, kafka: bool) -> JobStreams:
-    """Events -> event store (idempotent upsert); dead letters -> JSON lines; both also to
-    their Kafka topics when ``kafka``. Returns the streams after persistence (what a client
-    collects is what was stored). Each side output is consumed exactly once, here."""
+    """Events and sightings -> event store (idempotent upserts); dead letters -> JSON lines;
+    all also to their Kafka topics when ``kafka``. Returns the streams after persistence
+    (what a client collects is what was stored). Each side output is consumed exactly once, here."""
     events = streams.events.map(StoreEvents(settings), output_type=Types.STRING()).name(
         "event-store"
     )
+    sightings = streams.sightings.map(
+        StoreSightings(settings), output_type=Types.STRING()
+    ).name("sighting-store")
     # One writer per producing operator, so each stage's dead letters land in their own
     # files; they are united only in front of the Kafka sink. With Kafka the writers pass on
     # what fits a Kafka record: a Python operator between them and the sink would be one
@@ -140,7 +163,11 @@ def attach_sinks(settings: Settings, streams: JobStreams, kafka: bool) -> JobStr
         written[0].union(*written[1:]).sink_to(
             fs.kafka_sink(settings, settings.kafka.dead_letter_topic)
         ).name("kafka-dead-letters")
-    return JobStreams(events, written, stats)
+        # upserts by sighting id: a sighting published twice after a restore is harmless
+        sightings.sink_to(fs.kafka_sink(settings, settings.kafka.sightings_topic)).name(
+            "kafka-sightings"
+        )
+    return JobStreams(events, written, stats, sightings)
 
 
 def video_job(
@@ -150,7 +177,9 @@ def video_job(
     run_dir = settings.data_dir.resolve() / "runs" / uuid.uuid4().hex[:12]
     frames = fs.video_frames(env, cameras, run_dir)
     index = fs.local_index(env, settings, settings.manifests_path().resolve(), run_dir, cameras)
-    return build_pipeline(settings, frames, index), cameras
+    # the cameras the job reads itself carry job.video's match_threshold, when set
+    thresholds = settings.camera_thresholds(p.cam for p in cameras)
+    return build_pipeline(settings, frames, index, thresholds), cameras
 
 
 def kafka_job(env: StreamExecutionEnvironment, settings: Settings) -> JobStreams:
@@ -172,8 +201,8 @@ def build_job(
 
 
 def tagged_outputs(streams: JobStreams) -> DataStream:
-    """One stream for a client to collect: ``E``/``D``/``S`` + JSON (event, dead letter,
-    frame stat).
+    """One stream for a client to collect: ``E``/``D``/``S``/``G`` + JSON (event, dead
+    letter, frame stat, sighting).
 
     The union gets a Python map of its own as consumer. PyFlink's chaining rewires only the
     consumers it can see in the environment; a bare union is not one, so each operator
@@ -190,6 +219,7 @@ def tagged_outputs(streams: JobStreams) -> DataStream:
             for d in streams.dead_letters
         ),
         streams.frame_stats.map(lambda s: "S" + s, output_type=Types.STRING()),
+        streams.sightings.map(lambda s: "G" + s, output_type=Types.STRING()),
     )
     return union.map(lambda s: s, output_type=Types.STRING()).name("collect")
 
@@ -242,7 +272,7 @@ def main(argv: list[str] | None = None) -> None:
     settings = load_settings(args.config, overrides)
     env, streams = build_job(settings, args.source, args.parallelism)
     # events and dead letters are persisted by their map operators; end the streams quietly
-    for stream in (streams.events, *streams.dead_letters, streams.frame_stats):
+    for stream in streams.outputs():
         fs.discard(stream)
     env.execute(args.name)
 

@@ -6,6 +6,9 @@ decisions with the ones the job made at the time.
     event store | events topic (same frames)                   -> original events
     -> one decision per event id: same | changed_identity | newly_matched | no_longer_matched
        | original_only | replayed_only | original_frame_only | replayed_frame_only
+    event store's sightings begun in the range vs the replay's sightings
+    -> paired by camera and overlap in time: same | changed_identity | original_only |
+       replayed_only (summary["sightings"])
 
 The stages are the in-process ``RecognitionPipeline`` (no Flink). The snapshot defaults to
 the one recorded in the original events of the range (the most used one, if the job swapped
@@ -37,9 +40,9 @@ from tqdm import tqdm
 
 from facerec.config import Settings
 from facerec.errors import BadRecord, SnapshotMismatch
-from facerec.eventstore import EventStore, open_event_store
+from facerec.eventstore import EventStore, SightingQuery, open_event_store
 from facerec.eventstore.base import MAX_LIMIT
-from facerec.records import NO_SNAPSHOT, FrameRecord, RecognitionEvent, now_ms
+from facerec.records import NO_SNAPSHOT, FrameRecord, RecognitionEvent, Sighting, now_ms
 from index_builder.snapshot import SnapshotInfo, latest_snapshot, list_snapshots
 from jobs.kafka_range import (
     PartitionRange,
@@ -51,7 +54,13 @@ from jobs.kafka_range import (
     plan_ranges,
     read_ranges,
 )
-from jobs.replay_report import CLASSIFICATIONS, COMPARED, compare, write_report
+from jobs.replay_report import (
+    CLASSIFICATIONS,
+    COMPARED,
+    compare,
+    compare_sightings,
+    write_report,
+)
 from udfs.match import Matcher
 from udfs.pipeline import RecognitionPipeline
 
@@ -105,6 +114,18 @@ def _store_events(store: EventStore, start_ms: int, end_ms: int) -> list[Recogni
         out.extend(page)
         if cursor is None:
             return out
+
+
+def _store_sightings(store: EventStore, start_ms: int, end_ms: int) -> list[Sighting]:
+    """Sightings begun in ``[start_ms, end_ms]``."""
+    found: list[Sighting] = []
+    cursor = None
+    query = SightingQuery(start_ms=start_ms, end_ms=end_ms + 1)
+    while True:
+        page, cursor = store.search_sightings(query, limit=MAX_LIMIT, cursor=cursor)
+        found += page
+        if cursor is None:
+            return found
 
 
 def _topic_events(
@@ -254,9 +275,18 @@ def run_replay(settings: Settings, req: ReplayRequest, engine: Any = None) -> Re
         bounds = _bounds(consumer, req.topic, ranges)
         originals = load_originals(settings, req, bounds)
         info, how = resolve_snapshot(settings, req.snapshot, originals)
+        # per camera, the threshold its original events were decided with (cameras can set
+        # their own, CameraOptions.match_threshold); --threshold decides every camera
+        by_camera: dict[str, Counter[float]] = {}
+        for e in originals:
+            by_camera.setdefault(e.camera_id, Counter())[e.threshold] += 1
         thresholds = Counter(e.threshold for e in originals)
         threshold = req.threshold or (thresholds.most_common(1)[0][0] if thresholds
                                       else settings.match.threshold)
+        camera_thresholds = {} if req.threshold else (
+            settings.camera_thresholds()
+            | {cam: c.most_common(1)[0][0] for cam, c in by_camera.items()}
+        )
         if engine is None:
             from udfs.engine import FaceEngine
 
@@ -266,7 +296,7 @@ def run_replay(settings: Settings, req: ReplayRequest, engine: Any = None) -> Re
             matcher.load_snapshot(info.path)
         except SnapshotMismatch as exc:
             raise ReplayError(f"snapshot {info.snapshot_id} cannot be used: {exc}") from exc
-        pipeline = RecognitionPipeline(settings, engine, matcher)
+        pipeline = RecognitionPipeline(settings, engine, matcher, camera_thresholds)
         seen: dict[str, FrameRecord] = {}
         tally: Counter[str] = Counter()
         started = time.perf_counter()
@@ -292,6 +322,7 @@ def run_replay(settings: Settings, req: ReplayRequest, engine: Any = None) -> Re
         "filters": {"cameras": sorted(req.cameras), "regions": sorted(req.regions)},
         "snapshot": {"id": info.snapshot_id, "path": str(info.path), "chosen_by": how},
         "threshold": threshold,
+        "camera_thresholds": {k: v for k, v in camera_thresholds.items() if v != threshold},
         "original_source": ("topic:" + (req.events_topic or settings.kafka.events_topic)
                             if req.originals == "topic" else f"store:{settings.events.backend}"),
         "original_snapshots": dict(Counter(e.snapshot_id for e in originals)),
@@ -312,6 +343,15 @@ def run_replay(settings: Settings, req: ReplayRequest, engine: Any = None) -> Re
         "throughput_fps": round(frames / elapsed, 2) if elapsed > 0 else None,
         "finished_at": iso(now_ms()),
     }
+    # sightings: the store's (the events topic carries none) of the cameras replayed,
+    # begun inside the range, against the replay's own
+    replayed_sightings = {u.sighting.sighting_id: u.sighting for u in result.sightings}
+    cameras = {r.camera_id for r in seen.values()}
+    with open_event_store(settings) as store:
+        stored = _store_sightings(store, *bounds.capture_ts)
+    summary["sightings"] = compare_sightings(
+        [s for s in stored if s.camera_id in cameras], list(replayed_sightings.values())
+    )
     report = ReplayReport(summary, decisions, result.events, originals)
     if req.out_dir is not None:
         report.paths = write_report(report.summary, report.decisions, req.out_dir)

@@ -4,10 +4,11 @@ the ``decisions.jsonl`` + ``summary.json`` report and its text table. See jobs/r
 from __future__ import annotations
 
 import json
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from facerec.records import RecognitionEvent
+from facerec.records import RecognitionEvent, Sighting
 
 COMPARED = ("same", "changed_identity", "newly_matched", "no_longer_matched")
 UNPAIRED = ("original_only", "replayed_only", "original_frame_only", "replayed_frame_only")
@@ -89,7 +90,48 @@ def format_summary(summary: dict[str, Any]) -> str:
         ("decisions compared", ev["compared"]),
     ]
     rows += [(f"  {k}", v) for k, v in summary["decisions"].items()]
+    if "sightings" in summary:
+        si = summary["sightings"]
+        rows.append(("sightings original / replayed", f"{si['original']} / {si['replayed']}"))
+        rows += [(f"  {k}", si[k]) for k in ("same", "changed_identity", "original_only",
+                                             "replayed_only")]
     rows.append(("throughput", f"{summary['throughput_fps']} frames/s "
                                f"({summary['elapsed_s']} s)"))
     width = max(len(k) for k, _ in rows)
     return "\n".join(f"{k:<{width}}  {v}" for k, v in rows)
+
+
+def compare_sightings(original: list[Sighting], replayed: list[Sighting]) -> dict[str, Any]:
+    """Pair each original sighting with the replayed sighting of its camera that overlaps it
+    most in time (ids can differ: the replay's fresh motion gate may start a sighting on
+    another frame), and count: same identity, changed identity, original or replayed only."""
+    pool: dict[str, list[Sighting]] = {}
+    for s in replayed:
+        pool.setdefault(s.camera_id, []).append(s)
+    counts: Counter[str] = Counter()
+    changed = []
+    for o in sorted(original, key=lambda s: s.first_seen_ms):
+
+        def overlap(r: Sighting, o: Sighting = o) -> int:
+            return min(o.last_seen_ms, r.last_seen_ms) - max(o.first_seen_ms, r.first_seen_ms)
+
+        candidates = [r for r in pool.get(o.camera_id, []) if overlap(r) >= 0]
+        if not candidates:
+            counts["original_only"] += 1
+            continue
+        r = max(candidates, key=overlap)
+        pool[o.camera_id].remove(r)
+        if r.identity == o.identity:
+            counts["same"] += 1
+        else:
+            counts["changed_identity"] += 1
+            changed.append({"original": o.sighting_id, "replayed": r.sighting_id,
+                            "camera_id": o.camera_id, "first_seen_ms": o.first_seen_ms,
+                            "was": o.identity, "now": r.identity})
+    counts["replayed_only"] = sum(len(v) for v in pool.values())
+    return {
+        "original": len(original), "replayed": len(replayed),
+        **{k: counts.get(k, 0) for k in ("same", "changed_identity", "original_only",
+                                          "replayed_only")},
+        "changed": changed[:100],
+    }

@@ -20,8 +20,15 @@ from facerec.config import Settings, load_settings
 from facerec.records import FrameRecord
 from index_builder.snapshot import SnapshotInfo
 from testkit.kafka import read_topic
+from testkit.videos import CELEBRITY5_THRESHOLD
 
 ROOT = Path(__file__).resolve().parents[1]
+
+
+def topic_names(prefix: str) -> dict[str, str]:
+    """The job's Kafka topics (``kafka.*_topic``) named after ``prefix``: one test's own."""
+    kinds = ("frames", "events", "index", "dead_letter", "sightings")
+    return {f"{t}_topic": f"{prefix}-{t}" for t in kinds}
 
 
 def job_config(
@@ -31,11 +38,12 @@ def job_config(
     groups named after ``prefix``, frame stats in ``<data>/framestats``, the job unbounded
     with a checkpoint every 2 s. Returns the settings and the file."""
     data = tmp / "data"
-    topics = {f"{t}_topic": f"{prefix}-{t}" for t in ("frames", "events", "index", "dead_letter")}
+    topics = topic_names(prefix)
     tree = {
         "data_dir": str(data),
         "kafka": {"bootstrap_servers": bootstrap, **topics},
         "index": {"publish_kafka": True},
+        "match": {"threshold": CELEBRITY5_THRESHOLD},
         "job": {
             "kafka_group_id": f"{prefix}-job",
             "checkpoint_interval_ms": 2000,
@@ -64,6 +72,7 @@ def create_topics(settings: Settings, events_config: dict[str, str] | None = Non
             NewTopic(kafka.frames_topic, 1, 1),
             NewTopic(kafka.events_topic, 1, 1, topic_configs=events_config or {}),
             NewTopic(kafka.dead_letter_topic, 1, 1),
+            NewTopic(kafka.sightings_topic, 1, 1),
             NewTopic(kafka.index_topic, 1, 1),
         ])
     finally:

@@ -53,6 +53,14 @@ def write_crowd_video(
     return cells
 
 
+CELEBRITY5_THRESHOLD = 1.05
+"""The match threshold of the tests that show celebrity5 val photos to a gallery of its train
+photos and check the job's plumbing (sources, state, sinks, failures), not the threshold:
+at the default 0.90 (chosen for galleries of 100 people on LFW, README "Open-set
+identification") one of these five people's first val photo is missed (madonna, stage
+make-up), which is the threshold working, not the plumbing failing."""
+
+
 def gallery_from_photos(
     engine, train_dir: Path, per_person: int, names: list[str] | None = None, skip: int = 0
 ) -> tuple[list[str], list[str], np.ndarray]:

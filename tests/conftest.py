@@ -133,3 +133,31 @@ def flink_cluster(tmp_path_factory):
     ).start()
     yield cluster
     cluster.stop()
+
+
+@pytest.fixture(scope="session")
+def cassandra_hosts():
+    """``host[:port],...`` of a Cassandra cluster for the event-store tests: the one in
+    ``FACEREC_CASSANDRA_HOSTS`` if set, else a single node started from the jars `make setup`
+    fetched (jobs/services/cassandra.py), once per session."""
+    configured = os.environ.get("FACEREC_CASSANDRA_HOSTS", "")
+    if configured:
+        yield configured
+        return
+    from jobs.services.cassandra import CassandraNode
+
+    node = CassandraNode(disposable=True).start()
+    yield f"127.0.0.1:{node.port}"
+    node.stop()
+
+
+@pytest.fixture(scope="session")
+def s3proxy(tmp_path_factory):
+    """S3Proxy, an S3-compatible server (the jar `make setup` fetched,
+    jobs/services/s3proxy.py), on a free loopback port with its objects in the session's temp
+    folder; requests are signed with its ``access_key`` / ``secret_key``."""
+    from jobs.services.s3proxy import S3ProxyServer
+
+    server = S3ProxyServer(tmp_path_factory.mktemp("s3proxy")).start()
+    yield server
+    server.stop()

@@ -32,22 +32,29 @@ def photos(paths: list[Path]) -> list[Photo]:
     return [Photo(str(p), p.read_bytes()) for p in paths]
 
 
-@pytest.fixture(scope="module")
-def good(portraits, engine) -> dict[str, list[Path]]:
-    """Per person, the photos with one acceptable face (some celebrity5 photos have none)."""
+def good_photos(
+    portraits: dict[str, list[Path]], engine, per_person: int = 3, people: int | None = None
+) -> dict[str, list[Path]]:
+    """Per person (the first ``people``), the first ``per_person`` photos with one
+    acceptable face (some celebrity5 photos have none)."""
     from facerec.errors import FaceRecError
 
     out: dict[str, list[Path]] = {}
-    for name, paths in sorted(portraits.items()):
+    for name, paths in sorted(portraits.items())[:people]:
         for p in paths:
             try:
                 engine.single_face(p.read_bytes())
             except FaceRecError:
                 continue
             out.setdefault(name, []).append(p)
-            if len(out[name]) == 3:
+            if len(out[name]) == per_person:
                 break
     return out
+
+
+@pytest.fixture(scope="module")
+def good(portraits, engine) -> dict[str, list[Path]]:
+    return good_photos(portraits, engine)
 
 
 def blank() -> Photo:

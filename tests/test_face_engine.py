@@ -8,6 +8,7 @@ import pytest
 
 from facerec.config import BlazeFaceDetectorConfig, Settings, SsdDetectorConfig
 from facerec.errors import LowQualityFace, MoreThanOneFace, NoFaceFound
+from facerec.models import FACENET_MODEL_ID
 from udfs.align import crop_face, standardize
 from udfs.detectors.base import available, create_detector
 from udfs.engine import FaceEngine, primary_detection
@@ -114,7 +115,7 @@ def test_same_person_is_closer_than_different_people(engine, portraits):
 
 def test_model_id_recorded_with_every_face(engine, portraits):
     face = engine.single_face(next(iter(portraits.values()))[3].read_bytes())
-    assert face.model_id == "facenet-20180408-102900-casia"
+    assert face.model_id == FACENET_MODEL_ID == "facenet-20180408-102900-casia/mtcnn-crop"
     assert face.embedding.shape == (512,) and face.embedding.dtype == np.float32
 
 

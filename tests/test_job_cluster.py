@@ -28,6 +28,7 @@ from testkit.kafka_jobs import (
     wait_accounted,
     wait_for,
 )
+from testkit.videos import CELEBRITY5_THRESHOLD
 
 pytestmark = [pytest.mark.flink, pytest.mark.integration, pytest.mark.data]
 ROOT = Path(__file__).resolve().parents[1]
@@ -68,6 +69,7 @@ def test_given_standalone_cluster_when_job_submitted_then_events_stored(
         yaml.safe_dump(
             {
                 "data_dir": str(data),
+                "match": {"threshold": CELEBRITY5_THRESHOLD},
                 "job": {"parallelism": 2, "video": {"realtime": False, "region": "gate-1"}},
             }
         )

@@ -23,6 +23,7 @@ OURS = (
     "dead-letter-file-decode",
     "dead-letter-file-recognize",
     "frame-stats",
+    "sighting-store",
 )
 
 
@@ -36,7 +37,7 @@ VIDEO = "video:rtsp://camera.invalid/lobby"
 """A live camera URL: the graph is built without opening it."""
 SOURCE_SPECIFIC = {
     VIDEO: ("read-cameras",),
-    "kafka": ("kafka-events: Writer", "kafka-dead-letters: Writer"),
+    "kafka": ("kafka-events: Writer", "kafka-dead-letters: Writer", "kafka-sightings: Writer"),
 }
 """Operators of one source only: the cameras the job reads itself, or the Kafka sinks (which
 PyFlink's own execute_and_collect would leave out)."""
@@ -75,7 +76,7 @@ def test_given_cluster_submission_when_job_is_built_then_each_operator_runs_once
 
     env, streams = _job(tmp_path, 2, source)
     # as jobs.recognition.main ends the streams before env.execute
-    for stream in (streams.events, *streams.dead_letters, streams.frame_stats):
+    for stream in streams.outputs():
         fs.discard(stream)
     runs = _operators(env.get_execution_plan())
     ours = (*SOURCE_SPECIFIC[source], *OURS)

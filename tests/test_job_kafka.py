@@ -25,6 +25,8 @@ from typer.testing import CliRunner, Result
 from facerec.config import Settings, load_settings
 from facerec.records import FrameRecord, dead_letter_within, make_frame_id, now_ms
 from testkit.kafka import produce, read_topic
+from testkit.kafka_jobs import topic_names
+from testkit.videos import CELEBRITY5_THRESHOLD
 
 ENROLLED = ("ben_afflek", "madonna", "mindy_kaling")
 STRANGERS = ("elton_john", "jerry_seinfeld")
@@ -105,11 +107,12 @@ def _configure(
 ) -> tuple[Settings, Path]:
     """A configuration file for the commands: topics and consumer group of this test only,
     sources bounded (the job ends once it read what the topics held), no restarts."""
-    topics = {f"{t}_topic": f"{prefix}-{t}" for t in ("frames", "events", "index", "dead_letter")}
+    topics = topic_names(prefix)
     tree = {
         "data_dir": str(tmp / "data"),
         "kafka": {"bootstrap_servers": bootstrap, **topics},
         "index": {"publish_kafka": True},
+        "match": {"threshold": CELEBRITY5_THRESHOLD},
         "job": {
             "kafka_group_id": f"{prefix}-job",
             "kafka_bounded": True,
@@ -211,6 +214,15 @@ def test_given_ingested_walkthrough_when_job_reads_kafka_then_events_name_the_pe
     ids = [e["event_id"] for e in events]
     assert len(set(ids)) == len(ids)
     assert _stored_ids(settings) == set(ids)
+    # the sightings topic: each walk-in once (its last publication closed at the end of the
+    # input), the enrolled people named, the strangers unknown
+    published = [json.loads(v) for v in read_topic(bootstrap, settings.kafka.sightings_topic)
+                 .values()]
+    final = {s["sighting_id"]: s for s in published}
+    assert {s["status"] for s in final.values()} == {"closed"}
+    named = sorted(s["identity"] for s in final.values() if s["identity"] != "unknown")
+    assert named == sorted(ENROLLED), [(s["identity"], s["votes"]) for s in final.values()]
+    assert len(final) == len(shown), [(s["identity"], s["votes"]) for s in final.values()]
 
 
 @dataclass(frozen=True)

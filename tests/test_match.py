@@ -300,3 +300,41 @@ def test_given_real_faces_when_matched_then_rank1_well_above_chance(tmp_path, re
     # erase one celebrity: its probes can no longer be attributed to it
     m.apply(msg("delete", seq=16, person_id="madonna"))
     assert all(r.person_id != "madonna" for r in m.match(queries))
+
+
+def test_given_negative_template_nearest_then_unknown_in_snapshot_and_deltas(tmp_path):
+    """A face nearest to a face rejected as X (template of ``rejected:X``) is unknown,
+    whether the negative is in the snapshot or a delta; a face nearest to X's own template
+    is X still, and the match reports the nearest real person either way."""
+    from udfs.match import is_negative, negative_person_id
+
+    x, stranger, other = unit_vectors(3, seed=5)
+    # the stranger's face sits between X and the rejected face, nearer the rejected one
+    rejected = near(stranger, 6, 0.01)
+    neg = negative_person_id("x")
+    assert neg == "rejected:x" and is_negative(neg) and not is_negative("x")
+    with pytest.raises(ValueError):
+        negative_person_id(neg)
+    probe_s = near(stranger, 7, 0.03)
+    probe_x = near(x, 8, 0.03)
+    info = snapshot(tmp_path, np.stack([x, rejected, other]), ["x", neg, "o"], 3, "neg")
+    m = Matcher(MODEL, threshold=1.9)  # loose enough to name the stranger X without it
+    m.load_snapshot(info.path)
+    s_match, x_match = m.match(np.stack([probe_s, probe_x]))
+    assert s_match.identity == UNKNOWN and s_match.person_id in {"x", "o"}
+    assert not is_negative(s_match.person_id) and s_match.distance < 1.9
+    assert x_match.identity == "x" and x_match.template_id == "t-neg-0"
+
+    # the same as enroll deltas
+    d = Matcher(MODEL, threshold=1.9)
+    for seq, (pid, vec) in enumerate([("x", x), ("o", other)], start=1):
+        d.apply(msg("enroll", seq=seq, template_id=f"d{seq}", person_id=pid,
+                    model_id=MODEL, vector=vec.tolist()))
+    assert d.match(probe_s[None])[0].identity in {"x", "o"}  # named someone without it
+    d.apply(msg("enroll", seq=3, template_id="d3", person_id=neg, model_id=MODEL,
+                vector=rejected.tolist()))
+    assert d.match(probe_s[None])[0].identity == UNKNOWN
+    assert d.match(probe_x[None])[0].identity == "x"
+    # erasing the negative person brings the old answer back
+    d.apply(msg("delete", seq=4, person_id=neg))
+    assert d.match(probe_s[None])[0].identity in {"x", "o"}

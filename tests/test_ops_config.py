@@ -279,7 +279,9 @@ def test_given_versions_env_then_compose_dockerfile_setup_and_python_pins_use_it
     assert not re.search(r"image: (apache/kafka|cassandra|postgres|flink):\d", compose_text)
     makefile = (ROOT / "Makefile").read_text()
     assert "include deploy/versions.env" in makefile
-    for key in ("FLINK_KAFKA_CONNECTOR_VERSION", "KAFKA_VERSION", "CASSANDRA_VERSION"):
+    for key in (
+        "FLINK_KAFKA_CONNECTOR_VERSION", "KAFKA_VERSION", "CASSANDRA_VERSION", "S3PROXY_VERSION"
+    ):
         assert f"$({key})" in makefile, key
     pyproject = (ROOT / "pyproject.toml").read_text()
     major_minor = ".".join(pinned["FLINK_VERSION"].split(".")[:2])

@@ -23,7 +23,7 @@ from jobs.kafka_range import RangeError, parse_offsets, parse_time
 from jobs.replay import ReplayRequest, replay_events_to_store, run_replay
 from jobs.replay_report import compare
 from jobs.walkthrough import Segment, write_face_video
-from testkit.videos import gallery_from_photos
+from testkit.videos import CELEBRITY5_THRESHOLD, gallery_from_photos
 from udfs.image import encode_jpeg
 from udfs.match import Matcher
 from udfs.pipeline import RecognitionPipeline
@@ -72,7 +72,8 @@ def world(tmp_path_factory, kafka_broker, engine, celebrity5, gallery):
 
     root = tmp_path_factory.mktemp("replay")
     bootstrap = kafka_broker.bootstrap_servers
-    settings = Settings(data_dir=root / "data", kafka={"bootstrap_servers": bootstrap})
+    settings = Settings(data_dir=root / "data", kafka={"bootstrap_servers": bootstrap},
+                        match={"threshold": CELEBRITY5_THRESHOLD})
     tids, pids, vecs = gallery
     snaps = settings.data_dir / "snapshots"
     model = engine.model_id
@@ -104,8 +105,10 @@ def world(tmp_path_factory, kafka_broker, engine, celebrity5, gallery):
     original = RecognitionPipeline(settings, engine, matcher).process(payloads)
     matcher.close()
     assert original.events and not original.dead_letters
+    assert original.sightings
     with open_event_store(settings) as store:
         store.write(original.events)
+        store.write_sightings([u.sighting for u in original.sightings])
     _produce(bootstrap, events_topic, [e.to_json().encode() for e in original.events],
              key=b"events")
     frame_ids = [FrameRecord.decode(p).frame_id for p in payloads]
@@ -135,6 +138,9 @@ def test_given_unchanged_snapshot_when_replayed_then_every_decision_is_same(worl
     lines = (out / "decisions.jsonl").read_text().splitlines()
     assert len(lines) == len(world["events"])
     assert json.loads((out / "summary.json").read_text()) == s
+    # the sightings too: one per person, each decided the same way again
+    assert s["sightings"]["original"] == s["sightings"]["same"] == len(PEOPLE)
+    assert s["sightings"]["changed_identity"] == s["sightings"]["replayed_only"] == 0
 
 
 def test_given_person_erased_when_replayed_then_only_their_faces_change(world, engine):
@@ -148,6 +154,9 @@ def test_given_person_erased_when_replayed_then_only_their_faces_change(world, e
     assert all(d["replayed"]["identity"] != ERASED for d in erased)
     assert others and all(d["classification"] == "same" for d in others)
     assert report.summary["snapshot"]["id"] == "snap-erased"
+    sightings = report.summary["sightings"]
+    assert [(c["was"], c["now"]) for c in sightings["changed"]] == [(ERASED, "unknown")]
+    assert sightings["same"] == len(PEOPLE) - 1
 
 
 def test_given_range_end_when_replayed_then_later_frames_are_not(world, engine, kafka_broker):

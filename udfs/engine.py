@@ -13,10 +13,11 @@ import numpy as np
 
 from facerec.config import Settings
 from facerec.errors import LowQualityFace, MoreThanOneFace, NoFaceFound
-from facerec.models import FACENET_INPUT_PX
+from facerec.models import FACENET_INPUT_PX, pipeline_model_id
 from udfs import image as imageio
 from udfs.align import crop_face, sharpness, standardize
 from udfs.detectors.base import Detection, Detector, create_detector
+from udfs.detectors.onet import OnetRefiner
 from udfs.embed import FaceNetEmbedder
 from udfs.quality import Quality, assess
 
@@ -29,6 +30,9 @@ class Face:
     quality: Quality
     embedding: np.ndarray | None
     model_id: str
+    aligned: Detection | None = None
+    """The box and landmarks the crop was cut from (O-Net's MTCNN box and five points
+    with ``align.landmarks: onet``); None when the face was not aligned."""
 
     @property
     def box(self) -> tuple[float, float, float, float]:
@@ -49,17 +53,36 @@ class FaceEngine:
             batch_size=settings.embedder.batch_size,
             threads=settings.embedder.intra_op_threads,
         )
+        self.refiner = (
+            OnetRefiner(settings.align.onet_passes) if settings.align.landmarks == "onet" else None
+        )
 
     def warmup(self) -> None:
         """Run each model once so the first real frame does not pay for graph set-up."""
         frame = np.full((480, 640, 3), 127, np.uint8)
         self.detect([frame])
+        self.align_detections(frame, [Detection((200.0, 150.0, 300.0, 270.0), 1.0)])
         crop = np.zeros((1, FACENET_INPUT_PX, FACENET_INPUT_PX, 3), np.float32)
         self.embedder.embed(crop)
 
     @property
     def model_id(self) -> str:
-        return self.embedder.model_id
+        """The embedding's id: the model and, when it is not the default, the alignment
+        (facerec.models.pipeline_model_id): templates cut another way are not comparable."""
+        return pipeline_model_id(self.embedder.model_id, self.settings.align)
+
+    def align_detections(self, frame: np.ndarray, dets: Sequence[Detection]) -> list[Detection]:
+        """The box and landmarks each face is cropped from (``align.landmarks``): O-Net's
+        MTCNN box and five landmarks, the detector's own, or the detector's box alone."""
+        mode = self.settings.align.landmarks
+        if not dets:
+            return []
+        if mode == "detector":
+            return list(dets)
+        if mode == "none" or self.refiner is None:
+            return [Detection(d.box, d.score) for d in dets]
+        refined = self.refiner.refine(frame, [d.box for d in dets])
+        return [Detection(r.box, r.score, r.landmarks) for r in refined]
 
     def decode(self, data: bytes) -> np.ndarray:
         limits = self.settings.images
@@ -88,19 +111,21 @@ class FaceEngine:
         shared: list[tuple[Face, Face]] = []  # (face, the earlier face it takes after)
         for i, (frame, dets) in enumerate(zip(frames, detections, strict=True)):
             row = []
-            for det in dets:
+            for det, aligned in zip(dets, self.align_detections(frame, dets), strict=True):
                 face = Face(
                     det,
-                    assess(det, sharpness(frame, det), self.settings.quality),
+                    assess(det, sharpness(frame, det), self.settings.quality, aligned),
                     None,
                     self.model_id,
+                    aligned,
                 )
                 row.append(face)
                 if not (face.quality.ok or embed_rejected):
                     log.debug("face rejected in frame %d: %s", i, "; ".join(face.quality.reasons))
                     continue
                 crop = standardize(
-                    crop_face(frame, det, self.settings.align), self.settings.align.standardization
+                    crop_face(frame, aligned, self.settings.align),
+                    self.settings.align.standardization,
                 )
                 earlier = reuse(i, face, crop) if reuse is not None else None
                 if earlier is not None:

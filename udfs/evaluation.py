@@ -7,6 +7,12 @@
 * Open set: every identity in turn is removed from the gallery and its probes become
   non-mated searches; FNIR at the threshold where FPIR = 1%.
 * LFW: when ``pairs.txt`` is present, the standard View-2 10-fold protocol.
+* Open set at realistic gallery sizes (udfs/open_set.py) on the LFW folder: N in
+  {10, 100, 1000} people enrolled with 1-3 photos, FNIR at FPIR 1% and 0.1% and FPIR / FNIR at
+  the configured threshold over seeded draws; curve as a PNG.
+
+Embeddings are cached under ``cache_dir`` (udfs/open_set.py ``embed_cached``): a rerun with
+the same model, detector, alignment, pipeline source and images embeds nothing.
 """
 
 from __future__ import annotations
@@ -20,6 +26,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+from facerec.config import MatchConfig
 from facerec.errors import InvalidImage
 from udfs.detectors.base import Detection
 from udfs.engine import FaceEngine, primary_detection
@@ -187,8 +194,71 @@ def identification(
     }
 
 
+@dataclass(frozen=True)
+class OpenSetPlan:
+    """What ``evaluate_folder`` runs of the open-set protocol (udfs/open_set.py)."""
+
+    root: Path
+    """identity/*.jpg folder (LFW)."""
+    sizes: tuple[int, ...] = (10, 100, 1000)
+    seeds: tuple[int, ...] = (0, 1, 2, 3, 4)
+    gallery_per_person: tuple[int, int] = (1, 3)
+    threshold: float = MatchConfig().threshold
+    """The configured match threshold: FPIR / FNIR reported at it."""
+    candidate_thresholds: tuple[float, ...] = (0.75, 0.8, 0.85, 0.9, 0.95, 1.0, 1.05)
+    """Also reported at these (choosing a threshold, a camera's own)."""
+
+
+def _embed(
+    engine: FaceEngine, root: Path, paths: Sequence[Path], cache_dir: Path | None
+) -> tuple[np.ndarray, int, int, dict]:
+    from udfs.open_set import embed_cached
+
+    vectors, meta = embed_cached(engine, root, paths, cache_dir)
+    return vectors, len(meta["no_face"]), len(meta["unreadable"]), meta
+
+
+def open_set_report(
+    engine: FaceEngine, plan: OpenSetPlan, out_dir: Path, cache_dir: Path | None
+) -> tuple[dict, dict]:
+    """Embed ``plan.root`` (cached), run the sweep, draw ``open_set.png``; returns the JSON
+    summary and the raw draws by size."""
+    from udfs.open_set import group_by_identity, jsonable, save_curves, summarize, sweep
+
+    full = list_identities(plan.root)
+    paths = sorted(p for v in full.values() for p in v)
+    if not paths:
+        raise ValueError(f"{plan.root}: expected identity/*.jpg")
+    vectors, no_face, unreadable, meta = _embed(engine, plan.root, paths, cache_dir)
+    by_id = group_by_identity(paths, vectors)
+    results = sweep(by_id, plan.sizes, plan.seeds, plan.gallery_per_person)
+    summary = summarize(results, plan.threshold, candidate_thresholds=plan.candidate_thresholds)
+    png = out_dir / "open_set.png"
+    if results:
+        save_curves(results, plan.threshold, png)
+    summary |= {
+        "dataset": str(plan.root),
+        "images": len(paths),
+        "identities": len(by_id),
+        "pool_identities": sum(1 for v in by_id.values() if len(v) >= 2),
+        "no_face": no_face,
+        "unreadable": unreadable,
+        "gallery_per_person": list(plan.gallery_per_person),
+        "seeds": list(plan.seeds),
+        "embeddings_cache": meta.get("cache"),
+        "curve_png": str(png) if results else None,
+    }
+    return jsonable(summary), results
+
+
 def evaluate_folder(
-    engine: FaceEngine, root: Path, out_dir: Path, seed: int = 0, lfw_pairs: Path | None = None
+    engine: FaceEngine,
+    root: Path,
+    out_dir: Path,
+    seed: int = 0,
+    lfw_pairs: Path | None = None,
+    open_set: OpenSetPlan | None = None,
+    cache_dir: Path | None = None,
 ) -> dict:
     root = Path(root)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -206,9 +276,9 @@ def evaluate_folder(
     )
     if not paths:
         raise ValueError(f"{root}: expected identity/*.jpg (or train/ and val/ of those)")
-    emb = embed_images(engine, paths)
-    ok = ~np.isnan(emb.vectors).any(axis=1)
-    vec, labels, is_gallery = emb.vectors[ok], labels[ok], is_gallery[ok]
+    vectors, no_face, unreadable, _ = _embed(engine, root, paths, cache_dir)
+    ok = ~np.isnan(vectors).any(axis=1)
+    vec, labels, is_gallery = vectors[ok], labels[ok], is_gallery[ok]
 
     a, b, same = verification_pairs(labels, seed)
     dist = distances(vec[a], vec[b])
@@ -222,8 +292,8 @@ def evaluate_folder(
         "model_id": engine.model_id,
         "detector": engine.detector.name,
         "images": len(paths),
-        "no_face": len(emb.no_face),
-        "unreadable": len(emb.unreadable),
+        "no_face": no_face,
+        "unreadable": unreadable,
         "verification": {
             "genuine_pairs": int(same.sum()),
             "impostor_pairs": int((~same).sum()),
@@ -239,10 +309,12 @@ def evaluate_folder(
     }
     pairs_file = lfw_pairs or root / "pairs.txt"
     if pairs_file.is_file():
-        report["lfw"], lfw_curve = lfw_protocol(engine, pairs_file)
+        report["lfw"], lfw_curve = lfw_protocol(engine, pairs_file, cache_dir)
         curves[f"LFW View-2 (acc {report['lfw']['accuracy_10fold']:.4f})"] = lfw_curve
     report["roc_png"] = str(out_dir / "roc.png")
     save_roc(curves, out_dir / "roc.png")
+    if open_set is not None:
+        report["open_set"], _ = open_set_report(engine, open_set, out_dir, cache_dir)
     (out_dir / "eval.json").write_text(json.dumps(report, indent=2))
     return report
 
@@ -267,14 +339,14 @@ def parse_lfw_pairs(pairs_file: Path) -> list[tuple[Path, Path, bool, int]]:
 
 
 def lfw_protocol(
-    engine: FaceEngine, pairs_file: Path
+    engine: FaceEngine, pairs_file: Path, cache_dir: Path | None = None
 ) -> tuple[dict, tuple[np.ndarray, np.ndarray]]:
     pairs = parse_lfw_pairs(pairs_file)
     paths = sorted({p for a, b, _, _ in pairs for p in (a, b)})
-    emb = embed_images(engine, paths)
-    idx = emb.index()
-    a = emb.vectors[[idx[p[0]] for p in pairs]]
-    b = emb.vectors[[idx[p[1]] for p in pairs]]
+    vectors, no_face, _, _ = _embed(engine, pairs_file.parent, paths, cache_dir)
+    idx = {p: i for i, p in enumerate(paths)}
+    a = vectors[[idx[p[0]] for p in pairs]]
+    b = vectors[[idx[p[1]] for p in pairs]]
     same = np.array([p[2] for p in pairs])
     folds = np.array([p[3] for p in pairs])
     dist = distances(a, b)
@@ -287,7 +359,7 @@ def lfw_protocol(
         {
             "pairs": len(pairs),
             "images": len(paths),
-            "no_face": len(emb.no_face),
+            "no_face": no_face,
             "accuracy_10fold": acc,
             "accuracy_std": acc_std,
             "threshold": thr,
@@ -336,4 +408,19 @@ def format_table(report: dict) -> str:
             ("LFW images (no face)", f"{lfw['images']} ({lfw['no_face']})"),
         ]
     width = max(len(r[0]) for r in rows)
-    return "\n".join(f"{k.ljust(width)}  {val}" for k, val in rows)
+    table = "\n".join(f"{k.ljust(width)}  {val}" for k, val in rows)
+    o = report.get("open_set") or {}
+    if o and not o.get("sizes"):
+        table += (
+            f"\n\nopen set on {o['dataset']}: no gallery size fits its "
+            f"{o['pool_identities']} identities with 2+ images (--sizes)"
+        )
+    elif o:
+        from udfs.open_set import format_open_set
+
+        table += (
+            f"\n\nopen set on {o['dataset']} ({o['pool_identities']} identities with 2+ images, "
+            f"{o['identities']} in all; {len(o['seeds'])} seeds; mean ± std (min-max)):\n"
+            + format_open_set(o)
+        )
+    return table

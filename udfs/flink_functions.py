@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
@@ -32,11 +32,13 @@ from pyflink.metrics import Counter
 
 from facerec.config import Settings
 from facerec.errors import FaceRecError
+from facerec.evidence import frame_key_of, open_evidence_store
 from facerec.models import EMBEDDING_DIM, FACENET_MODEL_ID
 from facerec.records import (
     DeadLetter,
     FrameRecord,
     RecognitionEvent,
+    Sighting,
     dead_letter_within,
     now_ms,
 )
@@ -48,14 +50,17 @@ from udfs.pipeline import (
     analyze_batch,
     decode_record,
     gate_stored,
+    observations,
     to_events,
 )
+from udfs.sightings import SightingTracker, SightingUpdate
 from udfs.track import FaceTracks
 
 log = logging.getLogger(__name__)
 
 DEAD_LETTERS = OutputTag("dead-letters", Types.STRING())
 FRAME_STATS = OutputTag("frame-stats", Types.STRING())
+SIGHTINGS = OutputTag("sightings", Types.STRING())
 INDEX_STATE = MapStateDescriptor("index", Types.STRING(), Types.STRING())
 MATCHER_KEY = "matcher"
 """The one entry of ``INDEX_STATE``: the matcher's state as JSON."""
@@ -163,13 +168,23 @@ class RecognizeFrames(KeyedBroadcastProcessFunction):
       emits carries its timestamp, and Kafka refuses records stamped further ahead than
       ``log.message.timestamp.after.max.ms`` (1 h by default);
     - broadcast state ``index``: the matcher (current snapshot, deltas, tombstones), so a
-      restarted job resumes with its snapshot.
+      restarted job resumes with its snapshot;
+    - value state ``sightings``: the region's open sightings (udfs/sightings.py), so a
+      restored job goes on with the same sightings. Their best faces go to the evidence
+      store as they improve; the sightings leave through the ``sightings`` side output.
 
     State names and the operator's uid (``recognize``, jobs/recognition.py) are what a
     savepoint maps by: keep them."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(
+        self, settings: Settings, camera_thresholds: Mapping[str, float] | None = None
+    ) -> None:
         self.settings = settings  # pickled with the function: secrets stay intact
+        # camera id -> its own match threshold (CameraOptions.match_threshold); the others
+        # are matched with match.threshold
+        self.camera_thresholds = dict(
+            settings.camera_thresholds() if camera_thresholds is None else camera_thresholds
+        )
 
     def open(self, ctx: RuntimeContext) -> None:
         from udfs.engine import FaceEngine
@@ -180,11 +195,16 @@ class RecognizeFrames(KeyedBroadcastProcessFunction):
         opened = now_ms()
         self.policy = BatchPolicy(self.settings.job.batch, opened_ms=opened)
         self.end_of_input_timer = opened  # one timer per key, however many batches
+        self.end_of_input_keys: set[str] = set()
         self.gates = ctx.get_map_state(
             MapStateDescriptor("gates", Types.STRING(), Types.PICKLED_BYTE_ARRAY())
         )
         self.buffer = ctx.get_list_state(ListStateDescriptor("batch", Types.PICKLED_BYTE_ARRAY()))
         self.pending = ctx.get_state(ValueStateDescriptor("pending", Types.LONG()))
+        self.sighting_state = ctx.get_state(
+            ValueStateDescriptor("sightings", Types.PICKLED_BYTE_ARRAY())
+        )
+        self.evidence = open_evidence_store(self.settings)
         self.matcher: Matcher | None = None
         self.index_ready = False
         self.metrics = _Metrics(ctx, "recognize")
@@ -192,6 +212,33 @@ class RecognizeFrames(KeyedBroadcastProcessFunction):
 
     def close(self) -> None:
         self.engine.embedder.close()
+        self.evidence.close()
+
+    # ---------------------------------------------------------------- sightings
+    def _sightings(self) -> SightingTracker:
+        """The current key's (region's) open sightings, from keyed state."""
+        return SightingTracker.from_state(self.settings.job.sightings, self.sighting_state.value())
+
+    def _publish(self, tracker: SightingTracker, updates: list[SightingUpdate]) -> Iterator[Output]:
+        """Keep the tracker in state, the best faces in the evidence store, and send the
+        sightings on. A face that cannot be stored leaves its sighting without it (logged,
+        counted): the sighting itself is never held back."""
+        if len(tracker):
+            self.sighting_state.update(tracker.to_state())
+        else:
+            self.sighting_state.clear()
+        for u in updates:
+            s = u.sighting
+            if u.evidence is not None and s.evidence_key is not None:
+                try:
+                    self.evidence.put(s.evidence_key, u.evidence)
+                    if u.frame is not None:
+                        self.evidence.put(frame_key_of(s.evidence_key), u.frame)
+                except (OSError, FaceRecError) as exc:
+                    self.metrics.inc("evidence_errors", s.camera_id)
+                    log.error("sighting %s: face not stored: %s", s.sighting_id, exc)
+            self.metrics.inc(f"sightings_{s.status}", s.camera_id)
+            yield SIGHTINGS, s.to_json()
 
     # ---------------------------------------------------------------- index (broadcast side)
     def _snapshot_age(self) -> int:
@@ -246,6 +293,16 @@ class RecognizeFrames(KeyedBroadcastProcessFunction):
     ) -> Iterator[Output]:
         self.metrics.flush_deferred()
         matcher = self._ensure_matcher(ctx)
+        if ctx.get_current_key() not in self.end_of_input_keys:
+            # open sightings close at the end of a bounded input, too
+            ctx.timer_service().register_event_time_timer(self.end_of_input_timer)
+            self.end_of_input_keys.add(ctx.get_current_key())
+        if not self.pending.value():  # buffered frames come first: they may extend a sighting
+            tracker = self._sightings()
+            if len(tracker):
+                closed = tracker.expire(record.camera_id, record.capture_ts)
+                if closed:
+                    yield from self._publish(tracker, closed)
         decision = gate_stored(self.gates, record, self.settings.job.motion)
         if isinstance(decision, DeadLetter):
             self.metrics.inc("dead_letters", record.camera_id)
@@ -287,6 +344,7 @@ class RecognizeFrames(KeyedBroadcastProcessFunction):
             now=now_ms(),
         )
         if action is None:
+            yield from self._close_at_end_of_input(ctx)
             return
         if isinstance(action, Rearm):
             ctx.timer_service().register_processing_time_timer(action.at)
@@ -294,6 +352,16 @@ class RecognizeFrames(KeyedBroadcastProcessFunction):
         batch = self._take_buffer()
         with self.metrics.deferred():
             yield from self._analyze(batch, matcher)
+        yield from self._close_at_end_of_input(ctx)
+
+    def _close_at_end_of_input(
+        self, ctx: KeyedBroadcastProcessFunction.OnTimerContext
+    ) -> Iterator[Output]:
+        if ctx.time_domain() != TimeDomain.EVENT_TIME:
+            return
+        tracker = self._sightings()
+        if len(tracker):
+            yield from self._publish(tracker, tracker.close_all())
 
     def _take_buffer(self) -> list[BatchItem]:
         batch = list(self.buffer.get() or [])
@@ -318,7 +386,11 @@ class RecognizeFrames(KeyedBroadcastProcessFunction):
         for c in candidates:  # FaceNet passes; reused embeddings are counted above
             if "reused" not in c.stages:
                 self.metrics.inc("faces_embedded", c.camera_id)
-        for event in to_events(candidates, matcher):
+        events = to_events(candidates, matcher, self.camera_thresholds)
+        tracker = self._sightings()
+        updates = tracker.observe(observations(candidates, events))
+        yield from self._publish(tracker, updates)
+        for event in events:
             self.metrics.inc("matches" if event.matched else "unknowns", event.camera_id)
             stages = event.stages
             self.metrics.histogram(
@@ -327,7 +399,8 @@ class RecognizeFrames(KeyedBroadcastProcessFunction):
             for stage, previous in STAGES:
                 if stages.get(previous) and stages.get(stage):
                     self.metrics.histogram(f"{stage}_ms_bucket", stages[stage] - stages[previous])
-            yield event.to_json()
+            if self.settings.job.frame_events:
+                yield event.to_json()
 
 
 class StoreEvents(MapFunction):
@@ -346,6 +419,25 @@ class StoreEvents(MapFunction):
 
     def map(self, value: str) -> str:
         self.store.write([RecognitionEvent.from_json(value)])
+        return value
+
+
+class StoreSightings(MapFunction):
+    """Upsert of each sighting into the event store (never back; reviews kept)."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+
+    def open(self, ctx: RuntimeContext) -> None:
+        from facerec.eventstore import open_event_store
+
+        self.store = open_event_store(self.settings)
+
+    def close(self) -> None:
+        self.store.close()
+
+    def map(self, value: str) -> str:
+        self.store.write_sightings([Sighting.from_json(value)])
         return value
 
 

@@ -9,12 +9,19 @@ Used by the Flink job (broadcast state) and by the API. The matcher holds:
 
 ``apply`` consumes ``facerec.index`` messages; it is idempotent and drops what the loaded
 snapshot already covers, so replays and at-least-once duplicates change nothing.
+
+Negative templates: a face a reviewer rejected ("this is not X") is enrolled as a template
+of the reserved person ``rejected:X`` (``negative_person_id``), stored, snapshotted and
+published like any other template. When the nearest template of a face is a negative one,
+the face is ``unknown``: it looks most like a face known not to be the person it matched.
+The match then reports the nearest real person and its distance (audits), identity unknown.
 """
 
 from __future__ import annotations
 
 import base64
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -30,6 +37,20 @@ from facerec.snapshot_format import LoadedSnapshot, load_snapshot, read_manifest
 log = logging.getLogger(__name__)
 STATE_VERSION = 1
 _DEFAULTS = MatchConfig()
+NEGATIVE_PREFIX = "rejected:"
+"""Person ids of negative templates: ``rejected:<person_id>``."""
+
+
+def negative_person_id(person_id: str) -> str:
+    """The reserved person holding the faces rejected as ``person_id``."""
+    if is_negative(person_id):
+        raise ValueError(f"{person_id!r} is a negative person already")
+    return NEGATIVE_PREFIX + person_id
+
+
+def is_negative(person_id: str | None) -> bool:
+    """Whether ``person_id`` holds negative templates (faces rejected as someone)."""
+    return person_id is not None and person_id.startswith(NEGATIVE_PREFIX)
 
 
 @dataclass(frozen=True)
@@ -217,17 +238,45 @@ class Matcher:
             self._excluded_items = 0
 
     # ------------------------------------------------------------------ matching
-    def match(self, vectors: np.ndarray) -> list[Match]:
-        """``[N, dim]`` embeddings -> N matches."""
+    def match(
+        self, vectors: np.ndarray, thresholds: float | Sequence[float] | None = None
+    ) -> list[Match]:
+        """``[N, dim]`` embeddings -> N matches, each decided with ``self.threshold`` or, when
+        given, ``thresholds`` (one for all, or one per vector: a camera's own threshold)."""
         q = np.asarray(vectors, dtype=np.float32)
         if q.ndim == 1:
             q = q[None, :]
         if q.ndim != 2 or q.shape[1] != self.dim:
             raise ValueError(f"expected vectors of shape [N, {self.dim}], got {q.shape}")
-        return [self._match_one(v) for v in q]
+        if thresholds is None:
+            per = [self.threshold] * len(q)
+        elif isinstance(thresholds, int | float):
+            per = [float(thresholds)] * len(q)
+        else:
+            per = [float(t) for t in thresholds]
+            if len(per) != len(q):
+                raise ValueError(f"{len(per)} thresholds for {len(q)} vectors")
+        for t in set(per):
+            if not 0.0 < t < 2.0:
+                raise ValueError(f"threshold must be in (0, 2) for unit vectors, got {t}")
+        return [self._match_one(v, t) for v, t in zip(q, per, strict=True)]
 
-    def _match_one(self, v: np.ndarray) -> Match:
+    def _match_one(self, v: np.ndarray, threshold: float) -> Match:
+        # the nearest template overall, and the nearest of a real (not negative) person
+        near_d, near_p = np.inf, None
         best_d, best_p, best_t = np.inf, None, None
+
+        def consider(dists: np.ndarray, person_of: Any, template_of: Any) -> None:
+            nonlocal near_d, near_p, best_d, best_p, best_t
+            for j in np.argsort(dists, kind="stable"):
+                d, p = float(dists[j]), person_of(int(j))
+                if d < near_d:
+                    near_d, near_p = d, p
+                if not is_negative(p):
+                    if d < best_d:
+                        best_d, best_p, best_t = d, p, template_of(int(j))
+                    return  # the nearest positive of this batch is found
+
         snap = self._snap
         if snap is not None and snap.count:
             k = min(snap.count, self.top_k + self._excluded_items)
@@ -235,18 +284,21 @@ class Matcher:
             items = sorted(i for i in items if snap.person_ids[i] not in self._tombstones)
             if items:
                 cand = np.asarray(snap.vectors[items])
-                dists = np.linalg.norm(cand - v, axis=1)
-                j = int(np.argmin(dists))
-                best_d = float(dists[j])
-                item = items[j]
-                best_p, best_t = snap.person_ids[item], snap.template_ids[item]
+                consider(
+                    np.linalg.norm(cand - v, axis=1),
+                    lambda j: snap.person_ids[items[j]],
+                    lambda j: snap.template_ids[items[j]],
+                )
         if self._delta_matrix is not None:
-            dists = np.linalg.norm(self._delta_matrix - v, axis=1)
-            j = int(np.argmin(dists))
-            if dists[j] < best_d:
-                best_d = float(dists[j])
-                best_p, best_t = self._delta_list[j].person_id, self._delta_list[j].template_id
-        identity = best_p if best_p is not None and best_d <= self.threshold else UNKNOWN
+            deltas = self._delta_list
+            consider(
+                np.linalg.norm(self._delta_matrix - v, axis=1),
+                lambda j: deltas[j].person_id,
+                lambda j: deltas[j].template_id,
+            )
+        vetoed = is_negative(near_p)  # nearest to a face rejected as someone: unknown
+        matched = best_p is not None and best_d <= threshold and not vetoed
+        identity = best_p if matched and best_p is not None else UNKNOWN
         return Match(identity, best_d, similarity(best_d), best_p, best_t)
 
     # ------------------------------------------------------------------ state

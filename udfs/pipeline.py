@@ -14,8 +14,9 @@ same stages in one process through ``RecognitionPipeline``.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Protocol
 
 import numpy as np
@@ -34,8 +35,10 @@ from facerec.records import (
 )
 from udfs.batching import AnalyseNow, BatchPolicy
 from udfs.engine import Face, FaceEngine
+from udfs.evidence import face_jpeg
 from udfs.match import Matcher
 from udfs.motion import GateDecision, MotionGate
+from udfs.sightings import Observation, SightingTracker, SightingUpdate, face_quality
 from udfs.track import FaceTracks, Track, thumbnail
 
 log = logging.getLogger(__name__)
@@ -55,6 +58,12 @@ class FaceCandidate:
     embedding: np.ndarray
     model_id: str
     stages: dict[str, int]
+    quality: float = 0.0
+    """0-1, for picking a sighting's best face (``udfs.sightings.face_quality``)."""
+    evidence: Callable[[], bytes | None] | None = field(default=None, repr=False)
+    """The face as JPEG, cut from its frame when called (only for a sighting's best face)."""
+    frame_jpeg: bytes | None = field(default=None, repr=False)
+    """The whole frame as it arrived, when whole frames are evidence (evidence.store_frames)."""
 
 
 @dataclass(frozen=True)
@@ -88,6 +97,9 @@ class PipelineResult:
     events: list[RecognitionEvent] = field(default_factory=list)
     dead_letters: list[DeadLetter] = field(default_factory=list)
     stats: list[FrameStat] = field(default_factory=list)
+    sightings: list[SightingUpdate] = field(default_factory=list)
+    """Every publication of every sighting, in order (the last one of an id is its final
+    state)."""
 
 
 def decode_record(payload: bytes) -> FrameRecord | DeadLetter:
@@ -175,7 +187,9 @@ def analyze_batch(
     if tracks is not None:
         tracks.stamp(embedded_at)
     candidates, stats = [], []
-    for (record, stages), row in zip(kept, faces, strict=True):
+    min_sharpness = engine.settings.quality.min_sharpness
+    store_frames = engine.settings.evidence.store_frames
+    for (record, stages), frame, row in zip(kept, frames, faces, strict=True):
         accepted = [(i, f) for i, f in enumerate(row) if f.embedding is not None]
         stats.append(
             FrameStat(
@@ -191,6 +205,7 @@ def analyze_batch(
         )
         for i, face in accepted:
             assert face.embedding is not None
+            q = face.quality
             candidates.append(
                 FaceCandidate(
                     frame_id=record.frame_id,
@@ -202,6 +217,9 @@ def analyze_batch(
                     score=face.detection.score,
                     embedding=face.embedding,
                     model_id=face.model_id,
+                    quality=face_quality(q.face_px, q.score, q.sharpness, min_sharpness),
+                    evidence=partial(face_jpeg, frame, face, engine.settings),
+                    frame_jpeg=record.jpeg if store_frames else None,
                     stages={**stages, "detect": detected_at, "embed": embedded_at}
                     | (
                         {"reused": reused[id(face)].embedded_at or embedded_at}
@@ -218,15 +236,23 @@ def _round_box(box: tuple[float, float, float, float]) -> tuple[float, float, fl
     return round(x1, 1), round(y1, 1), round(x2, 1), round(y2, 1)
 
 
-def to_events(candidates: Sequence[FaceCandidate], matcher: Matcher) -> list[RecognitionEvent]:
-    """Match candidates against the matcher's current snapshot and deltas."""
+def to_events(
+    candidates: Sequence[FaceCandidate],
+    matcher: Matcher,
+    camera_thresholds: Mapping[str, float] | None = None,
+) -> list[RecognitionEvent]:
+    """Match candidates against the matcher's current snapshot and deltas, each with its
+    camera's own threshold when ``camera_thresholds`` has one (``Settings.camera_thresholds``),
+    else the matcher's; the event records the threshold it was decided with."""
     if not candidates:
         return []
-    matches = matcher.match(np.stack([c.embedding for c in candidates]))
+    own = camera_thresholds or {}
+    thresholds = [own.get(c.camera_id, matcher.threshold) for c in candidates]
+    matches = matcher.match(np.stack([c.embedding for c in candidates]), thresholds)
     matched_at = now_ms()
     snapshot_id = matcher.snapshot_id or NO_SNAPSHOT
     events = []
-    for c, m in zip(candidates, matches, strict=True):
+    for c, m, threshold in zip(candidates, matches, thresholds, strict=True):
         events.append(
             RecognitionEvent(
                 event_id=make_event_id(c.frame_id, c.face_index),
@@ -239,7 +265,7 @@ def to_events(candidates: Sequence[FaceCandidate], matcher: Matcher) -> list[Rec
                 identity=m.identity if m.identity else UNKNOWN,
                 distance=round(float(m.distance), 4) if np.isfinite(m.distance) else NO_DISTANCE,
                 score=round(float(c.score), 4),
-                threshold=matcher.threshold,
+                threshold=threshold,
                 snapshot_id=snapshot_id,
                 model_id=c.model_id,
                 stages={**c.stages, "match": matched_at},
@@ -248,19 +274,43 @@ def to_events(candidates: Sequence[FaceCandidate], matcher: Matcher) -> list[Rec
     return events
 
 
+def observations(
+    candidates: Sequence[FaceCandidate], events: Sequence[RecognitionEvent]
+) -> list[Observation]:
+    """What the sighting tracker needs of each matched face (``to_events`` keeps the
+    candidates' order)."""
+    return [
+        Observation(e, c.embedding, c.quality, c.evidence, c.frame_jpeg)
+        for c, e in zip(candidates, events, strict=True)
+    ]
+
+
 class RecognitionPipeline:
     """All stages in one process, in order: replay, benchmarks and tests without Flink.
 
     Batches as the job does when it is behind (``BatchPolicy.for_backlog``): ``max_frames``
     at a time, the rest at the end of the input. There is no clock to wait on and the
-    matcher is at hand, so there are no timers and no wait for an index."""
+    matcher is at hand, so there are no timers and no wait for an index.
 
-    def __init__(self, settings: Settings, engine: FaceEngine, matcher: Matcher) -> None:
+    ``camera_thresholds``: camera id -> its own match threshold; default
+    ``settings.camera_thresholds()`` (the cameras of ``ingest.cameras`` that set one)."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        engine: FaceEngine,
+        matcher: Matcher,
+        camera_thresholds: Mapping[str, float] | None = None,
+    ) -> None:
         self.settings = settings
         self.engine = engine
         self.matcher = matcher
+        self.camera_thresholds = dict(
+            settings.camera_thresholds() if camera_thresholds is None else camera_thresholds
+        )
         self.gates: dict[str, MotionGate] = {}
         self.tracks = FaceTracks(settings.job.track)
+        self.sightings = SightingTracker(settings.job.sightings)
         self.policy = BatchPolicy.for_backlog(settings.job.batch)
 
     def process(self, payloads: Iterable[bytes]) -> PipelineResult:
@@ -271,6 +321,8 @@ class RecognitionPipeline:
             if isinstance(record, DeadLetter):
                 out.dead_letters.append(record)
                 continue
+            if not batch:  # buffered frames come before this one: they may extend a sighting
+                out.sightings += self.sightings.expire(record.camera_id, record.capture_ts)
             gate = self.gates.setdefault(record.camera_id, MotionGate(self.settings.job.motion))
             decision = gate_frame(gate, record)
             if isinstance(decision, DeadLetter):
@@ -290,6 +342,7 @@ class RecognitionPipeline:
             else:
                 batch.append(item)
         self._analyze(batch, out)
+        out.sightings += self.sightings.close_all()
         return out
 
     def _analyze(self, batch: list[BatchItem], out: PipelineResult) -> None:
@@ -298,4 +351,6 @@ class RecognitionPipeline:
         candidates, dead, stats = analyze_batch(self.engine, batch, self.tracks)
         out.dead_letters.extend(dead)
         out.stats.extend(stats)
-        out.events.extend(to_events(candidates, self.matcher))
+        events = to_events(candidates, self.matcher, self.camera_thresholds)
+        out.events.extend(events)
+        out.sightings += self.sightings.observe(observations(candidates, events))

@@ -1,10 +1,12 @@
-"""Enrollment images: exactly one acceptable face per image, else 422 naming the image."""
+"""Enrollment images: exactly one acceptable face per image, else 422 naming the image;
+each template's face crop; removing one template."""
 
 from __future__ import annotations
 
+import logging
 from typing import Annotated
 
-from fastapi import APIRouter, File, Form, UploadFile, status
+from fastapi import APIRouter, File, Form, Response, UploadFile, status
 
 from api.deps import EnrollRole, ServicesDep
 from api.errors import ApiError, from_domain
@@ -13,6 +15,7 @@ from api.uploads import check_count, read_image
 from index_builder.enrollment import FaceChoice, Photo, PhotoRefused
 from index_builder.store import DuplicateTemplate
 
+log = logging.getLogger(__name__)
 router = APIRouter(prefix="/people", tags=["faces"])
 
 
@@ -61,3 +64,34 @@ def enroll_faces(
         templates=[TemplatePublic.of(t) for t in enrolled.templates],
         published=enrolled.published,
     )
+
+
+@router.get(
+    "/{person_id}/faces/{template_id}/image",
+    response_class=Response,
+    responses={200: {"content": {"image/jpeg": {}}, "description": "The face crop (JPEG)."}},
+)
+def face_image(person_id: str, template_id: str, services: ServicesDep, _: EnrollRole) -> Response:
+    """The face crop the template was embedded from, as the engine cut it (404
+    ``evidence_not_found`` for a template enrolled before crops were kept)."""
+    data = services.enrollment.template_crop(person_id, template_id)
+    return Response(
+        content=data, media_type="image/jpeg", headers={"Cache-Control": "private, max-age=300"}
+    )
+
+
+@router.delete("/{person_id}/faces/{template_id}", status_code=status.HTTP_204_NO_CONTENT)
+def remove_face(
+    person_id: str, template_id: str, services: ServicesDep, who: EnrollRole
+) -> Response:
+    """One template goes, with its face crop; a snapshot without it is published."""
+    removed = services.enrollment.remove_template(person_id, template_id)
+    log.info(
+        "template %s of %s removed by %s (seq %d%s)",
+        template_id,
+        person_id,
+        who.name,
+        removed.change.seq,
+        "" if removed.published else ", snapshot not published",
+    )
+    return Response(status_code=status.HTTP_204_NO_CONTENT)

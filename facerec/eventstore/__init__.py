@@ -8,12 +8,12 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from facerec.eventstore.base import EventStore, InvalidCursor, InvalidQuery
+from facerec.eventstore.base import EventStore, InvalidCursor, InvalidQuery, SightingQuery
 
 if TYPE_CHECKING:
     from facerec.config import Settings
 
-__all__ = ["EventStore", "InvalidCursor", "InvalidQuery", "open_event_store"]
+__all__ = ["EventStore", "InvalidCursor", "InvalidQuery", "SightingQuery", "open_event_store"]
 
 
 def open_event_store(settings: Settings) -> EventStore:

@@ -7,6 +7,14 @@
 * Time ranges are half-open: ``start_ms <= capture_ts < end_ms``.
 * Retention counts from the capture time: an event older than ``ttl_days`` is expired
   (not returned, and not written when it arrives late); ``ttl_days = 0`` keeps everything.
+
+Sightings (one per person per appearance) follow the same rules, keyed by ``sighting_id``
+and ordered by ``(first_seen_ms, sighting_id)``, with two more:
+
+* an upsert never goes back: a sighting with fewer frames than the stored one (a job
+  restored from a checkpoint publishing it again) leaves the stored one as it is;
+* a reviewed sighting keeps its review and the identity the reviewer gave it, whatever the
+  job publishes later (``review_sighting``).
 """
 
 from __future__ import annotations
@@ -16,10 +24,10 @@ import binascii
 import json
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from facerec.errors import FaceRecError
-from facerec.records import RecognitionEvent
+from facerec.records import UNKNOWN, RecognitionEvent, Sighting
 
 MAX_LIMIT = 1000
 DAY_MS = 86_400_000
@@ -97,6 +105,46 @@ class EventQuery:
         )
 
 
+@dataclass(frozen=True)
+class SightingQuery:
+    """Validated sighting filters; ``matches`` is the reference semantics. ``unknown``: only
+    unknown sightings (True) or only named ones (False). The time range applies to
+    ``first_seen_ms``."""
+
+    camera_id: str | None = None
+    region: str | None = None
+    identity: str | None = None
+    unknown: bool | None = None
+    start_ms: int | None = None
+    end_ms: int | None = None
+
+    def __post_init__(self) -> None:
+        EventQuery(start_ms=self.start_ms, end_ms=self.end_ms)  # same range check
+
+    def matches(self, s: Sighting) -> bool:
+        return (
+            (self.camera_id is None or s.camera_id == self.camera_id)
+            and (self.region is None or s.region == self.region)
+            and (self.identity is None or s.identity == self.identity)
+            and (self.unknown is None or (s.identity == UNKNOWN) == self.unknown)
+            and (self.start_ms is None or s.first_seen_ms >= self.start_ms)
+            and (self.end_ms is None or s.first_seen_ms < self.end_ms)
+        )
+
+
+def merge_sighting(stored: Sighting | None, new: Sighting) -> Sighting | None:
+    """What an upsert of ``new`` over ``stored`` keeps; None: leave the stored one."""
+    if stored is None:
+        return new
+    if new.frames < stored.frames or (
+        new.frames == stored.frames and stored.status == "closed" and new.status == "open"
+    ):
+        return None
+    if stored.review is not None:
+        return replace(new, identity=stored.identity, review=stored.review)
+    return new
+
+
 def check_limit(limit: int) -> int:
     if not isinstance(limit, int) or not 1 <= limit <= MAX_LIMIT:
         raise InvalidQuery(f"limit must be an integer in [1, {MAX_LIMIT}]; got {limit!r}")
@@ -154,6 +202,28 @@ class EventStore(ABC):
             total += len(page)
             if cursor is None:
                 return total
+
+    # ------------------------------------------------------------------ sightings
+    @abstractmethod
+    def write_sightings(self, sightings: Sequence[Sighting]) -> int:
+        """Upsert by sighting id (``merge_sighting``); returns how many were stored."""
+
+    @abstractmethod
+    def get_sighting(self, sighting_id: str) -> Sighting | None:
+        """The sighting with this id, or None (unknown or expired)."""
+
+    @abstractmethod
+    def search_sightings(
+        self, query: SightingQuery, *, limit: int = 100, cursor: str | None = None
+    ) -> tuple[list[Sighting], str | None]:
+        """One page of matching sightings, newest first, and the cursor of the next page."""
+
+    @abstractmethod
+    def review_sighting(
+        self, sighting_id: str, identity: str, review: dict[str, object]
+    ) -> Sighting | None:
+        """Set a reviewer's identity and review on a sighting; the updated sighting, or None
+        when there is no such sighting."""
 
     @abstractmethod
     def ping(self) -> bool:

@@ -9,6 +9,8 @@ events_by_person   (identity, bucket = day)        search(identity=...)
 events_by_region   (region, bucket = day)          search(region=...)
 events_by_time     (bucket = hour)                 search() by time range only
 event_buckets      (dim, part_key) -> bucket       which buckets hold events of a key
+sightings_by_id    (sighting_id)                   get_sighting, the read before an upsert
+sightings_by_time  (bucket = day)                  search_sightings (other filters on rows)
 =================  ==============================  =========================================
 
 Every search table clusters by ``(capture_ts DESC, event_id DESC)``: a page is one slice
@@ -19,6 +21,11 @@ time); the other filters are applied to the rows read. Writes are idempotent ups
 by event id (same primary key -> same row), so at-least-once duplicates collapse.
 ``USING TTL`` is the time left until the capture time leaves the retention window, so both
 backends expire events at the same moment. Time-window compaction drops expired SSTables.
+
+A sighting upsert reads the stored sighting first (``merge_sighting``: never back, reviews
+kept). One operator instance publishes a given sighting, so job writes do not race each
+other; a review that lands between the job's read and write of a still-open sighting is
+overwritten (a window of milliseconds, closed once the sighting is).
 """
 
 # ruff: noqa: S608 - CQL is built only from fixed names and the keyspace, which
@@ -29,7 +36,7 @@ import logging
 import math
 import re
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from cassandra import ConsistencyLevel
@@ -42,10 +49,12 @@ from facerec.eventstore.base import (
     EventQuery,
     EventStore,
     Position,
+    SightingQuery,
     check_limit,
+    merge_sighting,
     retention_ms,
 )
-from facerec.records import RecognitionEvent, now_ms
+from facerec.records import RecognitionEvent, Sighting, now_ms
 
 log = logging.getLogger(__name__)
 
@@ -160,6 +169,12 @@ class CassandraEventStore(EventStore):
             "dim text, part_key text, bucket int, PRIMARY KEY ((dim, part_key), bucket)) "
             "WITH CLUSTERING ORDER BY (bucket DESC)",
             *(ix.ddl(ks) for ix in _INDEXES),
+            f"CREATE TABLE IF NOT EXISTS {ks}.sightings_by_id ("
+            "sighting_id text PRIMARY KEY, first_seen_ms bigint, body text)",
+            f"CREATE TABLE IF NOT EXISTS {ks}.sightings_by_time ("
+            "bucket int, first_seen_ms bigint, sighting_id text, body text, "
+            "PRIMARY KEY ((bucket), first_seen_ms, sighting_id)) "
+            "WITH CLUSTERING ORDER BY (first_seen_ms DESC, sighting_id DESC)",
         ]
         for cql in statements:
             self._session.execute(cql, timeout=60.0)
@@ -180,12 +195,30 @@ class CassandraEventStore(EventStore):
             f"SELECT bucket FROM {ks}.event_buckets "
             "WHERE dim = ? AND part_key = ? AND bucket >= ? AND bucket <= ?"
         )
+        self._insert_sighting = s.prepare(
+            f"INSERT INTO {ks}.sightings_by_id (sighting_id, first_seen_ms, body) "
+            "VALUES (?, ?, ?) USING TTL ?"
+        )
+        self._get_sighting = s.prepare(
+            f"SELECT body FROM {ks}.sightings_by_id WHERE sighting_id = ?"
+        )
+        self._insert_sighting_by_time = s.prepare(
+            f"INSERT INTO {ks}.sightings_by_time (bucket, first_seen_ms, sighting_id, body) "
+            "VALUES (?, ?, ?, ?) USING TTL ?"
+        )
+        self._select_sightings = s.prepare(
+            f"SELECT body FROM {ks}.sightings_by_time WHERE bucket = ? "
+            "AND (first_seen_ms, sighting_id) < (?, ?) "
+            "AND (first_seen_ms, sighting_id) >= (?, ?)"
+        )
         self._ix = {
             ix.dim: _Prepared(s.prepare(ix.insert_cql(ks)), s.prepare(ix.select_cql(ks)))
             for ix in _INDEXES
         }
         for stmt in (self._insert_by_id, self._get_by_id, self._insert_bucket,
-                     self._select_buckets, *(p.insert for p in self._ix.values()),
+                     self._select_buckets, self._insert_sighting, self._get_sighting,
+                     self._insert_sighting_by_time, self._select_sightings,
+                     *(p.insert for p in self._ix.values()),
                      *(p.select for p in self._ix.values())):
             stmt.consistency_level = self._cl
             stmt.is_idempotent = True  # upserts and reads: safe for the driver to retry
@@ -284,6 +317,87 @@ class CassandraEventStore(EventStore):
         page = found[:limit]
         more = len(found) > limit
         return page, Position(page[-1].capture_ts, page[-1].event_id).encode() if more else None
+
+    # ----------------------------------------------------------------------- sightings
+    def _write_sightings(self, sightings: Sequence[Sighting]) -> None:
+        now = now_ms()
+        work: list[tuple[PreparedStatement, tuple[Any, ...]]] = []
+        for s in sightings:
+            ttl = self._ttl_s(s.first_seen_ms, now)
+            if ttl is None:
+                continue
+            body, bucket = s.to_json(), s.first_seen_ms // DAY_MS
+            work.append((self._insert_sighting, (s.sighting_id, s.first_seen_ms, body, ttl)))
+            work.append((self._insert_sighting_by_time,
+                         (bucket, s.first_seen_ms, s.sighting_id, body, ttl)))
+            b = ("sightings", "", bucket)
+            if b not in self._known_buckets:
+                work.append((self._insert_bucket, (*b, self._ttl_s((bucket + 1) * DAY_MS, now)
+                                                   or 0)))
+                self._known_buckets.add(b)
+        if work:
+            execute_concurrent(self._session, work, concurrency=64, raise_on_first_error=True)
+
+    def write_sightings(self, sightings: Sequence[Sighting]) -> int:
+        now = now_ms()
+        latest: dict[str, Sighting] = {}
+        for s in sightings:
+            if not isinstance(s, Sighting):
+                raise TypeError(f"write_sightings expects Sighting items; got {type(s).__name__}")
+            if self._ttl_s(s.first_seen_ms, now) is None:
+                continue
+            kept = merge_sighting(latest.get(s.sighting_id), s)
+            latest[s.sighting_id] = kept or latest[s.sighting_id]
+        rows = [
+            kept for s in latest.values()
+            if (kept := merge_sighting(self.get_sighting(s.sighting_id), s)) is not None
+        ]
+        self._write_sightings(rows)
+        return len(rows)
+
+    def get_sighting(self, sighting_id: str) -> Sighting | None:
+        row = self._session.execute(self._get_sighting, (sighting_id,)).one()
+        return Sighting.from_json(row.body) if row else None
+
+    def search_sightings(
+        self, query: SightingQuery, *, limit: int = 100, cursor: str | None = None
+    ) -> tuple[list[Sighting], str | None]:
+        check_limit(limit)
+        after = Position.decode(cursor) if cursor else None
+        upper = (query.end_ms, "") if query.end_ms is not None else (_BIGINT_MAX, "")
+        if after is not None and (after.capture_ts, after.event_id) < upper:
+            upper = (after.capture_ts, after.event_id)
+        lower = (query.start_ms if query.start_ms is not None else _BIGINT_MIN, "")
+        found: list[Sighting] = []
+        lo = max(_INT32_MIN, lower[0] // DAY_MS)
+        hi = min(_INT32_MAX, upper[0] // DAY_MS)
+        buckets = self._session.execute(self._select_buckets, ("sightings", "", lo, hi))
+        for bucket in (int(r.bucket) for r in buckets):
+            for row in self._session.execute(self._select_sightings,
+                                             (bucket, *upper, *lower)):
+                s = Sighting.from_json(row.body)
+                if query.matches(s):
+                    found.append(s)
+                    if len(found) > limit:
+                        break
+            if len(found) > limit:
+                break
+        page = found[:limit]
+        more = len(found) > limit
+        last = page[-1] if page else None
+        return page, (
+            Position(last.first_seen_ms, last.sighting_id).encode() if more and last else None
+        )
+
+    def review_sighting(
+        self, sighting_id: str, identity: str, review: dict[str, object]
+    ) -> Sighting | None:
+        stored = self.get_sighting(sighting_id)
+        if stored is None:
+            return None
+        reviewed = replace(stored, identity=identity, review=dict(review), updated_ms=now_ms())
+        self._write_sightings([reviewed])
+        return reviewed
 
     def ping(self) -> bool:
         try:

@@ -14,6 +14,7 @@ import sqlite3
 import threading
 import time
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -21,10 +22,12 @@ from facerec.eventstore.base import (
     EventQuery,
     EventStore,
     Position,
+    SightingQuery,
     check_limit,
+    merge_sighting,
     retention_ms,
 )
-from facerec.records import RecognitionEvent, now_ms
+from facerec.records import UNKNOWN, RecognitionEvent, Sighting, now_ms
 from facerec.sqlite_wal import use_wal
 
 log = logging.getLogger(__name__)
@@ -44,6 +47,25 @@ CREATE INDEX IF NOT EXISTS events_by_camera ON events (camera_id, capture_ts, ev
 CREATE INDEX IF NOT EXISTS events_by_person ON events (identity, capture_ts, event_id);
 CREATE INDEX IF NOT EXISTS events_by_region ON events (region, capture_ts, event_id);
 CREATE INDEX IF NOT EXISTS events_by_frame ON events (frame_id);
+CREATE TABLE IF NOT EXISTS sightings (
+    sighting_id   TEXT PRIMARY KEY,
+    first_seen_ms INTEGER NOT NULL,
+    camera_id     TEXT NOT NULL,
+    region        TEXT NOT NULL,
+    identity      TEXT NOT NULL,
+    body          TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS sightings_by_time ON sightings (first_seen_ms, sighting_id);
+CREATE INDEX IF NOT EXISTS sightings_by_camera ON sightings (camera_id, first_seen_ms, sighting_id);
+CREATE INDEX IF NOT EXISTS sightings_by_person ON sightings (identity, first_seen_ms, sighting_id);
+"""
+
+_UPSERT_SIGHTING = """
+INSERT INTO sightings (sighting_id, first_seen_ms, camera_id, region, identity, body)
+VALUES (?, ?, ?, ?, ?, ?)
+ON CONFLICT (sighting_id) DO UPDATE SET
+    first_seen_ms = excluded.first_seen_ms, camera_id = excluded.camera_id,
+    region = excluded.region, identity = excluded.identity, body = excluded.body
 """
 
 _UPSERT = """
@@ -115,6 +137,7 @@ class SqliteEventStore(EventStore):
             return 0
         with self._lock:
             cur = self._db.execute("DELETE FROM events WHERE capture_ts < ?", (horizon,))
+            self._db.execute("DELETE FROM sightings WHERE first_seen_ms < ?", (horizon,))
         if cur.rowcount:
             log.info("event store %s: purged %d events captured before %d", self.path,
                      cur.rowcount, horizon)
@@ -132,26 +155,38 @@ class SqliteEventStore(EventStore):
             row = self._db.execute(sql, params).fetchone()
         return RecognitionEvent.from_json(row[0]) if row else None
 
-    def _where(self, q: EventQuery, after: Position | None) -> tuple[str, list[Any]]:
-        clauses: list[str] = []
-        params: list[Any] = []
-        for column, value in (
-            ("camera_id", q.camera_id), ("identity", q.identity), ("region", q.region)
-        ):
-            if value is not None:
-                clauses.append(f"{column} = ?")
-                params.append(value)
-        lower = [v for v in (q.start_ms, self._horizon()) if v is not None]
+    def _where(
+        self,
+        equal: dict[str, str | None],
+        time_column: str,
+        start_ms: int | None,
+        end_ms: int | None,
+        after: Position | None,
+        key_column: str,
+        extra: tuple[str, list[Any]] | None = None,
+    ) -> tuple[str, list[Any]]:
+        """WHERE for a search: ``equal`` columns, the half-open time range (retention's
+        horizon included), the page's position on ``(time_column, key_column)``."""
+        clauses = [f"{column} = ?" for column, value in equal.items() if value is not None]
+        params: list[Any] = [value for value in equal.values() if value is not None]
+        if extra is not None:
+            clauses.append(extra[0])
+            params += extra[1]
+        lower = [v for v in (start_ms, self._horizon()) if v is not None]
         if lower:
-            clauses.append("capture_ts >= ?")
+            clauses.append(f"{time_column} >= ?")
             params.append(max(lower))
-        if q.end_ms is not None:
-            clauses.append("capture_ts < ?")
-            params.append(q.end_ms)
+        if end_ms is not None:
+            clauses.append(f"{time_column} < ?")
+            params.append(end_ms)
         if after is not None:
-            clauses.append("(capture_ts, event_id) < (?, ?)")
+            clauses.append(f"({time_column}, {key_column}) < (?, ?)")
             params += [after.capture_ts, after.event_id]
         return (" WHERE " + " AND ".join(clauses)) if clauses else "", params
+
+    def _where_events(self, q: EventQuery, after: Position | None) -> tuple[str, list[Any]]:
+        equal = {"camera_id": q.camera_id, "identity": q.identity, "region": q.region}
+        return self._where(equal, "capture_ts", q.start_ms, q.end_ms, after, "event_id")
 
     def search(
         self,
@@ -167,7 +202,7 @@ class SqliteEventStore(EventStore):
         check_limit(limit)
         q = EventQuery(camera_id, region, identity, start_ms, end_ms)
         after = Position.decode(cursor) if cursor else None
-        where, params = self._where(q, after)
+        where, params = self._where_events(q, after)
         sql = (
             f"SELECT body FROM events{where} "  # noqa: S608 - clauses are fixed strings
             "ORDER BY capture_ts DESC, event_id DESC LIMIT ?"
@@ -188,12 +223,103 @@ class SqliteEventStore(EventStore):
         start_ms: int | None = None,
         end_ms: int | None = None,
     ) -> int:
-        where, params = self._where(
+        where, params = self._where_events(
             EventQuery(camera_id, region, identity, start_ms, end_ms), None
         )
         with self._lock:
             (n,) = self._db.execute(f"SELECT COUNT(*) FROM events{where}", params).fetchone()  # noqa: S608
         return int(n)
+
+    # ----------------------------------------------------------------------- sightings
+    def _stored_sightings(self, ids: list[str]) -> dict[str, Sighting]:
+        marks = ",".join("?" * len(ids))
+        rows = self._db.execute(
+            f"SELECT body FROM sightings WHERE sighting_id IN ({marks})", ids  # noqa: S608
+        ).fetchall()
+        return {(s := Sighting.from_json(r[0])).sighting_id: s for r in rows}
+
+    def _upsert_sightings(self, merge: Any) -> list[Sighting]:
+        """In one write transaction: ``merge(stored by id)`` -> the rows to write."""
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                rows = merge(self)
+                self._db.executemany(_UPSERT_SIGHTING, [
+                    (s.sighting_id, s.first_seen_ms, s.camera_id, s.region, s.identity,
+                     s.to_json())
+                    for s in rows
+                ])
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+        return list(rows)
+
+    def write_sightings(self, sightings: Sequence[Sighting]) -> int:
+        horizon = self._horizon()
+        latest: dict[str, Sighting] = {}
+        for s in sightings:
+            if not isinstance(s, Sighting):
+                raise TypeError(f"write_sightings expects Sighting items; got {type(s).__name__}")
+            if horizon is not None and s.first_seen_ms < horizon:
+                continue
+            kept = merge_sighting(latest.get(s.sighting_id), s)
+            latest[s.sighting_id] = kept or latest[s.sighting_id]
+        if not latest:
+            return 0
+
+        def merge(store: SqliteEventStore) -> list[Sighting]:
+            stored = store._stored_sightings(list(latest))
+            return [
+                kept for s in latest.values()
+                if (kept := merge_sighting(stored.get(s.sighting_id), s)) is not None
+            ]
+
+        return len(self._upsert_sightings(merge))
+
+    def get_sighting(self, sighting_id: str) -> Sighting | None:
+        with self._lock:
+            found = self._stored_sightings([sighting_id]).get(sighting_id)
+        horizon = self._horizon()
+        if found is None or (horizon is not None and found.first_seen_ms < horizon):
+            return None
+        return found
+
+    def search_sightings(
+        self, query: SightingQuery, *, limit: int = 100, cursor: str | None = None
+    ) -> tuple[list[Sighting], str | None]:
+        check_limit(limit)
+        after = Position.decode(cursor) if cursor else None
+        equal = {"camera_id": query.camera_id, "identity": query.identity,
+                 "region": query.region}
+        unknown = None if query.unknown is None else (
+            "identity = ?" if query.unknown else "identity != ?", [UNKNOWN]
+        )
+        where, params = self._where(equal, "first_seen_ms", query.start_ms, query.end_ms,
+                                    after, "sighting_id", unknown)
+        sql = (
+            f"SELECT body FROM sightings{where} "  # noqa: S608 - clauses are fixed strings
+            "ORDER BY first_seen_ms DESC, sighting_id DESC LIMIT ?"
+        )
+        with self._lock:
+            rows = self._db.execute(sql, [*params, limit + 1]).fetchall()
+        found = [Sighting.from_json(r[0]) for r in rows[:limit]]
+        if len(rows) <= limit:
+            return found, None
+        last = found[-1]
+        return found, Position(last.first_seen_ms, last.sighting_id).encode()
+
+    def review_sighting(
+        self, sighting_id: str, identity: str, review: dict[str, object]
+    ) -> Sighting | None:
+        def merge(store: SqliteEventStore) -> list[Sighting]:
+            stored = store._stored_sightings([sighting_id]).get(sighting_id)
+            if stored is None:
+                return []
+            return [replace(stored, identity=identity, review=dict(review), updated_ms=now_ms())]
+
+        rows = self._upsert_sightings(merge)
+        return rows[0] if rows else None
 
     def ping(self) -> bool:
         try:

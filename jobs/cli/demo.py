@@ -21,28 +21,15 @@ PHOTOS_PER_PERSON = 8
 
 
 def enroll_folder(demo_settings: Settings, folder: Path) -> tuple[int, int]:
-    """Enroll ``folder/<identity>/*.jpg`` (person id = folder name); returns (new people,
-    templates). Photos without exactly one good face are passed over with the reason."""
-    from index_builder.enrollment import Photo
-    from index_builder.store import DuplicatePerson
+    """Enroll ``folder/<identity>/*.jpg`` (person id = folder name), leaving people an
+    earlier demo run enrolled alone; returns (new people, templates). Photos without exactly
+    one good face are passed over with the reason."""
     from jobs.cli.services import enrollment_service
-    from udfs.evaluation import list_identities
 
-    people = templates = 0
     with enrollment_service(demo_settings) as service:
-        for name, paths in list_identities(folder).items():
-            try:
-                service.store.create_person(name.replace("_", " ").title(), person_id=name)
-            except DuplicatePerson:
-                continue  # enrolled by an earlier demo run
-            people += 1
-            photos = [Photo(str(p), p.read_bytes()) for p in paths if p.suffix == ".jpg"]
-            enrolled = service.enroll(
-                name, photos, all_or_nothing=False, limit=PHOTOS_PER_PERSON
-            )
-            templates += len(enrolled.templates)
+        report = service.import_tree(folder, limit=PHOTOS_PER_PERSON, skip_existing=True)
         service.publish_snapshot()
-    return people, templates
+    return len(report.created), report.templates
 
 
 def first_seconds(video: Path, seconds: float, folder: Path) -> Path:

@@ -1,4 +1,4 @@
-"""``facerec index build|list|verify|gc`` and ``facerec people list|delete``."""
+"""``facerec index build|list|verify|gc`` (``facerec people``: jobs/cli/people.py)."""
 
 from __future__ import annotations
 
@@ -12,7 +12,6 @@ from facerec.errors import FaceRecError
 from jobs.cli.common import ConfigOpt, fail, flags, settings, tell_enrollment_store
 
 app = typer.Typer(help="Annoy index snapshots: build, list, verify, gc.", no_args_is_help=True)
-people_app = typer.Typer(help="Enrolled people (the store).", no_args_is_help=True)
 
 
 @app.command()
@@ -100,42 +99,3 @@ def gc(
     s = settings(config, flags(**{"index.keep": keep}))
     for p in gc_snapshots(s.snapshots_path(), s.index.keep):
         typer.echo(f"removed {p}")
-
-
-@people_app.command("list")
-def people_list(config: ConfigOpt = None, limit: int = 50, offset: int = 0) -> None:
-    """One JSON line per person."""
-    from index_builder.store import EnrollmentStore
-
-    s = settings(config)
-    tell_enrollment_store(s)
-    store = EnrollmentStore.from_settings(s)
-    try:
-        people, total = store.list_people(limit=limit, offset=offset)
-    finally:
-        store.close()
-    for p in people:
-        line = {
-            "id": p.id,
-            "display_name": p.display_name,
-            "external_ref": p.external_ref,
-            "templates": p.template_count,
-        }
-        typer.echo(json.dumps(line))
-    typer.echo(f"{len(people)} of {total}", err=True)
-
-
-@people_app.command("delete")
-def people_delete(person_id: str, config: ConfigOpt = None) -> None:
-    """Erase a person (templates removed, tombstone published)."""
-    from jobs.cli.services import enrollment_service
-
-    s = settings(config)
-    tell_enrollment_store(s)
-    with enrollment_service(s) as service:
-        try:
-            erased = service.erase(person_id)
-        except FaceRecError as exc:
-            raise fail(exc.message) from exc
-    note = "" if erased.published else " (tombstone not published: the next snapshot erases)"
-    typer.echo(f"erased {person_id} (seq {erased.change.seq}){note}")

@@ -71,6 +71,7 @@ def run_job(job_settings: Settings, source: str, quiet: bool = False) -> None:
     cameras: dict[str, Counter[str]] = {}
     dead = 0
     latencies: list[int] = []
+    sightings: dict[str, dict] = {}
     with collect(env, streams, "facerec-recognition") as results:
         for item in results:
             kind, body = item[0], json.loads(item[1:])
@@ -82,6 +83,15 @@ def run_job(job_settings: Settings, source: str, quiet: bool = False) -> None:
                         f"{body['camera_id']} {body['frame_id']} face {body['face_index']}: "
                         f"{body['identity']} d={body['distance']:.3f} "
                         f"snapshot={body['snapshot_id']}"
+                    )
+            elif kind == "G":
+                sightings[body["sighting_id"]] = body
+                if body["status"] == "closed" and not quiet:
+                    typer.secho(
+                        f"sighting {body['camera_id']} {body['identity']}: {body['frames']} "
+                        f"frames over {(body['last_seen_ms'] - body['first_seen_ms']) / 1000:.1f}"
+                        f" s, votes {body['votes']}, best face {body['evidence_key']}",
+                        fg=typer.colors.GREEN,
                     )
             elif kind == "D":
                 dead += 1
@@ -102,6 +112,10 @@ def run_job(job_settings: Settings, source: str, quiet: bool = False) -> None:
         )
     typer.echo(f"  events: {sum(identities.values())}  dead letters: {dead}")
     for identity, n in identities.most_common():
+        typer.echo(f"    {identity}: {n}")
+    per_person = Counter(s["identity"] for s in sightings.values())
+    typer.echo(f"  sightings (one per person per appearance): {len(sightings)}")
+    for identity, n in per_person.most_common():
         typer.echo(f"    {identity}: {n}")
     if latencies:
         latencies.sort()

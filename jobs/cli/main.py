@@ -9,7 +9,7 @@ from typing import Annotated
 
 import typer
 
-from jobs.cli import api, demo, index, ingest, job, replay, tools
+from jobs.cli import api, demo, evidence, index, ingest, job, people, replay, sightings, tools
 
 app = typer.Typer(help="facerec: real-time face recognition on Apache Flink.", no_args_is_help=True)
 
@@ -30,9 +30,11 @@ app.command("eval")(tools.evaluate)
 app.command("demo")(demo.demo)
 app.command("api")(api.serve)
 app.command("ingest")(ingest.ingest)
+app.command("sightings")(sightings.sightings)
 app.add_typer(job.app, name="job")
 app.add_typer(index.app, name="index")
-app.add_typer(index.people_app, name="people")
+app.add_typer(people.app, name="people")
+app.add_typer(evidence.app, name="evidence")
 app.add_typer(replay.app, name="replay")
 
 

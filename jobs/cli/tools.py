@@ -45,32 +45,91 @@ def analyze(
         typer.echo(json.dumps({"image": str(path), "faces": found}))
 
 
+def _ints(text: str, name: str) -> tuple[int, ...]:
+    try:
+        values = tuple(int(v) for v in text.replace(" ", "").split(",") if v)
+    except ValueError:
+        raise fail(f"--{name}: expected comma-separated integers, got {text!r}", 2) from None
+    if not values or min(values) < 1:
+        raise fail(f"--{name}: expected positive integers, got {text!r}", 2)
+    return values
+
+
 def evaluate(
     dataset: Annotated[
         Path, typer.Argument(help="identity/*.jpg folder, or one with train/ and val/")
     ],
-    out: Annotated[Path, typer.Option(help="Where eval.json and roc.png go.")] = Path(
-        "reports/eval"
-    ),
+    out: Annotated[
+        Path, typer.Option(help="Where eval.json, roc.png and open_set.png go.")
+    ] = Path("reports/eval"),
     detector: Annotated[
         str | None, typer.Option(help="Override the configured detector type.")
     ] = None,
     lfw: Annotated[
-        Path | None, typer.Option(help="LFW folder with pairs.txt for the View-2 protocol.")
+        Path | None,
+        typer.Option(
+            help="LFW folder: View-2 protocol (pairs.txt) and the open-set protocol at "
+            "realistic gallery sizes."
+        ),
     ] = None,
+    open_set: Annotated[
+        Path | None,
+        typer.Option(
+            "--open-set",
+            help="identity/*.jpg folder for the open-set protocol (default: the --lfw folder).",
+        ),
+    ] = None,
+    sizes: Annotated[
+        str, typer.Option(help="Open set: people enrolled, comma-separated.")
+    ] = "10,100,1000",
+    seeds: Annotated[int, typer.Option(min=1, help="Open set: seeded draws per size.")] = 5,
+    gallery: Annotated[
+        str, typer.Option(help="Open set: photos enrolled per person, N or LOW-HIGH.")
+    ] = "1-3",
+    cache_dir: Annotated[
+        Path | None,
+        typer.Option(
+            help="Embedding cache (default <data_dir>/cache/embeddings); reruns embed nothing."
+        ),
+    ] = None,
+    no_cache: Annotated[bool, typer.Option("--no-cache", help="Embed everything again.")] = False,
     config: ConfigOpt = None,
 ) -> None:
-    """Verification, identification and open-set accuracy on a labelled folder."""
+    """Verification, identification and open-set accuracy on a labelled folder; with
+    --lfw also LFW View-2 and open-set identification at gallery sizes 10, 100, 1000."""
     from udfs.engine import FaceEngine
-    from udfs.evaluation import evaluate_folder, format_table
+    from udfs.evaluation import OpenSetPlan, evaluate_folder, format_table
 
+    low, _, high = gallery.partition("-")
+    per_person = _ints(low, "gallery")[0], _ints(high or low, "gallery")[0]
+    if per_person[0] > per_person[1]:
+        raise fail(f"--gallery: expected N or LOW-HIGH with LOW <= HIGH, got {gallery!r}", 2)
+    enrolled = _ints(sizes, "sizes")
     s = settings(config, flags(**{"detector.type": detector}))
-    for path in (dataset, lfw):
+    open_root = open_set or lfw
+    for path in (dataset, lfw, open_root):
         if path is not None and not path.is_dir():
             raise fail(f"{path} is not a directory", 2)
     pairs = lfw / "pairs.txt" if lfw else None
     if pairs is not None and not pairs.is_file():
         raise fail(f"{pairs} not found", 2)
-    report = evaluate_folder(FaceEngine(s), dataset, out, lfw_pairs=pairs)
+    plan = (
+        OpenSetPlan(
+            open_root,
+            sizes=enrolled,
+            seeds=tuple(range(seeds)),
+            gallery_per_person=per_person,
+            threshold=s.match.threshold,
+        )
+        if open_root is not None
+        else None
+    )
+    cache = None if no_cache else (cache_dir or s.data_dir / "cache" / "embeddings")
+    report = evaluate_folder(
+        FaceEngine(s), dataset, out, lfw_pairs=pairs, open_set=plan, cache_dir=cache
+    )
     typer.echo(format_table(report))
-    typer.echo(f"\nwritten: {out / 'eval.json'}, {out / 'roc.png'}")
+    written = [out / "eval.json", out / "roc.png"]
+    if report.get("open_set", {}).get("curve_png"):
+        written.append(Path(report["open_set"]["curve_png"]))
+    typer.echo(f"\nwritten: {', '.join(map(str, written))}")
