@@ -169,6 +169,10 @@ def test_given_follow_in_a_process_then_updates_stream_until_ctrl_c(data):
         stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,  # unread, a pipe could fill and block the command
         text=True,
+        # Ctrl-C as a terminal sends it: a suite started in the background by a
+        # non-interactive shell (`make test &`) has SIGINT ignored, children inherit that,
+        # and Python then installs no KeyboardInterrupt handler
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     lines: queue.Queue[str] = queue.Queue()
 
