@@ -29,7 +29,7 @@ from typing import Literal, Protocol
 from facerec.config import Settings
 from facerec.errors import FaceRecError
 from facerec.evidence import JPEG, EvidenceStore, open_evidence_store, template_key
-from facerec.models import FACENET_MODEL_ID
+from facerec.models import FACENET_MODEL_ID, pipeline_model_id
 from index_builder.publish import IndexPublisher
 from index_builder.snapshot import SnapshotInfo, build_snapshot
 from index_builder.store import (
@@ -205,8 +205,8 @@ class EnrollmentService:
             if limit is not None and len(new) == limit:
                 break
             try:
-                self._refuse_repeat(person_id, photo, new)
                 face = face_of(self.faces, choice, photo.data)
+                self._refuse_repeat(person_id, photo, face.model_id, new)
             except FaceRecError as exc:
                 if all_or_nothing:
                     raise PhotoRefused(photo, exc) from exc
@@ -293,14 +293,15 @@ class EnrollmentService:
         """Enroll ``folder/<name>/*.jpg`` (and other image types): one person per
         sub-folder (``ensure_person(name)``), every photo with an acceptable face becomes a
         template, every other one is reported with its reason. ``limit``: templates per
-        person at most; ``skip_existing``: leave people who exist already alone (the demo's
-        second run). ``progress(person_id, photo)`` is called after each photo."""
+        person at most; ``skip_existing``: leave alone the people who have templates of the
+        crop in use (the demo's second run). ``progress(person_id, photo)`` is called after
+        each photo."""
         report = ImportReport()
         for name, paths in list_identities(Path(folder)).items():
             person, created = self.ensure_person(name)
             if created:
                 report.created.append(person.id)
-            elif skip_existing:
+            elif skip_existing and self._has_current_templates(person.id):
                 report.skipped_people.append(person.id)
                 if progress is not None:
                     for _ in paths:
@@ -320,8 +321,16 @@ class EnrollmentService:
                     break
         return report
 
-    def _refuse_repeat(self, person_id: str, photo: Photo, new: Sequence[NewTemplate]) -> None:
-        existing = self.store.find_template(person_id, photo.sha256)
+    def _has_current_templates(self, person_id: str) -> bool:
+        """Whether the person has templates of the crop and model in use: after either
+        changes, an import enrolls people who exist already again."""
+        current = pipeline_model_id(FACENET_MODEL_ID, self.settings.align)
+        return any(t.model_id == current for t in self.store.list_templates(person_id))
+
+    def _refuse_repeat(
+        self, person_id: str, photo: Photo, model_id: str, new: Sequence[NewTemplate]
+    ) -> None:
+        existing = self.store.find_template(person_id, photo.sha256, model_id)
         if existing is not None:
             raise DuplicateTemplate(
                 f"person {person_id!r} already has template {existing.id} from this photo",

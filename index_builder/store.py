@@ -281,7 +281,7 @@ class EnrollmentStore:
                 raise PersonNotFound(f"no person with id {person_id!r}")
             for item in items:
                 if item.image_sha256:
-                    _refuse_duplicate(conn, person_id, item.image_sha256)
+                    _refuse_duplicate(conn, person_id, item.image_sha256, item.model_id)
                 model_id, quality, sha = item.model_id, item.quality, item.image_sha256
                 blob = _vector_bytes(item.embedding)
                 tid = uuid.uuid4().hex
@@ -326,14 +326,13 @@ class EnrollmentStore:
         item = NewTemplate(embedding, model_id, quality or {}, image_sha256)
         return self.add_templates(person_id, [item])[0]
 
-    def find_template(self, person_id: str, image_sha256: str) -> Template | None:
-        """The person's template made from the photo with this sha256, if any."""
+    def find_template(
+        self, person_id: str, image_sha256: str, model_id: str | None = None
+    ) -> Template | None:
+        """The person's template made from the photo with this sha256 (by ``model_id``,
+        when given), if any."""
         with self.engine.connect() as conn:
-            row = conn.execute(
-                select(templates).where(
-                    templates.c.person_id == person_id, templates.c.image_sha256 == image_sha256
-                )
-            ).first()
+            row = conn.execute(_same_photo(person_id, image_sha256, model_id)).first()
         return _template(row, False) if row is not None else None
 
     def get_template(
@@ -447,12 +446,19 @@ class _WriteTx:
         self._ctx.__exit__(*exc)
 
 
-def _refuse_duplicate(conn: Connection, person_id: str, image_sha256: str) -> None:
-    row = conn.execute(
-        select(templates).where(
-            templates.c.person_id == person_id, templates.c.image_sha256 == image_sha256
-        )
-    ).first()
+def _same_photo(person_id: str, image_sha256: str, model_id: str | None) -> Any:
+    """Templates of the person from this photo: with ``model_id``, only that model's (a photo
+    enrolled again after the crop or model changed is a new template, not a duplicate)."""
+    query = select(templates).where(
+        templates.c.person_id == person_id, templates.c.image_sha256 == image_sha256
+    )
+    return query if model_id is None else query.where(templates.c.model_id == model_id)
+
+
+def _refuse_duplicate(
+    conn: Connection, person_id: str, image_sha256: str, model_id: str | None = None
+) -> None:
+    row = conn.execute(_same_photo(person_id, image_sha256, model_id)).first()
     if row is not None:
         existing = _template(row, False)
         raise DuplicateTemplate(

@@ -105,3 +105,22 @@ def test_given_person_when_deleted_then_templates_erased_and_tombstone_logged(st
     # seq never goes back, even after the highest row's person is gone
     b = store.create_person("B")
     assert store.add_template(b.id, unit(rng), MODEL).seq > change.seq
+
+
+def test_given_a_photo_enrolled_when_enrolled_again_then_duplicate_unless_the_model_changed(
+    store,
+):
+    """The same photo twice for one person is one template; after the crop or the model
+    changed (another model id) it is enrolled again, as a template of the new model."""
+    from index_builder.store import DuplicateTemplate
+
+    person = store.create_person("Ada")
+    vec = np.ones(512, np.float32) / np.sqrt(512)
+    (first,) = store.add_templates(person.id, [NewTemplate(vec, "model-a", {}, "sha-1")])
+    with pytest.raises(DuplicateTemplate) as refused:
+        store.add_templates(person.id, [NewTemplate(vec, "model-a", {}, "sha-1")])
+    assert refused.value.existing.id == first.id
+    (again,) = store.add_templates(person.id, [NewTemplate(vec, "model-b", {}, "sha-1")])
+    assert again.model_id == "model-b"
+    assert store.find_template(person.id, "sha-1", "model-b").id == again.id
+    assert store.find_template(person.id, "sha-1", "model-a").id == first.id
