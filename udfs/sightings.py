@@ -133,8 +133,9 @@ class _Open:
         self.last_seen_ms = max(self.last_seen_ms, e.capture_ts)
         self.last_box = e.box
         self.votes[e.identity] = self.votes.get(e.identity, 0) + 1
-        nearest = e.identity if e.identity != UNKNOWN else UNKNOWN
-        self.best_distance[nearest] = min(self.best_distance.get(nearest, e.distance), e.distance)
+        # per decision: the distance to the person named, or to the nearest one when unknown
+        best = self.best_distance
+        best[e.identity] = min(best.get(e.identity, e.distance), e.distance)
         self.snapshot_id, self.model_id, self.threshold = e.snapshot_id, e.model_id, e.threshold
 
     def record(self, status: str) -> Sighting:
