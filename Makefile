@@ -36,10 +36,12 @@ $(JVM_DIR)/.fetched: deploy/versions.env deploy/jvm/pom.xml
 # missing and we are root; otherwise the tests that need them skip:
 #   prometheus (prometheus, promtool): tests/test_prometheus.py, test_ops_config.py
 #   postgresql-$(POSTGRES_MAJOR): the throwaway cluster the tests start (jobs/services/postgres.py)
+#   chromium: the browser the UI tests drive through Playwright (its own download is not used)
 system-packages:
 	@missing=""; \
 	command -v prometheus >/dev/null && command -v promtool >/dev/null || missing+=" prometheus"; \
 	test -x /usr/lib/postgresql/$(POSTGRES_MAJOR)/bin/initdb || missing+=" postgresql-$(POSTGRES_MAJOR)"; \
+	command -v chromium >/dev/null || missing+=" chromium"; \
 	test -z "$$missing" && exit 0; \
 	if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
 	  echo "installing$$missing (apt-get)"; \
@@ -64,8 +66,9 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip check
 	touch $@
 
+# DEMO_FLAGS=--serve keeps the API and the review UI up after the run
 demo: setup
-	$(VENV)/bin/facerec demo
+	$(VENV)/bin/facerec demo $(DEMO_FLAGS)
 
 test: setup lint
 	$(VENV)/bin/pytest

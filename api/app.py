@@ -8,8 +8,19 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
-from api import errors, metrics
-from api.routes import events, faces, health, index, people, recognize, sightings, verify
+from api import errors, metrics, ui
+from api.routes import (
+    cameras,
+    events,
+    faces,
+    health,
+    index,
+    people,
+    recognize,
+    sightings,
+    unknowns,
+    verify,
+)
 from api.services import Services
 from facerec.config import Settings
 from facerec.eventstore import EventStore
@@ -38,6 +49,7 @@ def create_app(
             log.info("loading the face engine")
             services.engine()
         services.matcher.sync()
+        services.unknowns.start(settings.unknowns.refresh_interval_s)
         yield
         services.close()
 
@@ -58,8 +70,11 @@ def create_app(
         verify.router,
         events.router,
         sightings.router,
+        unknowns.router,
+        cameras.router,
         index.router,
         health.router,
     ):
         app.include_router(router)
+    ui.install(app)  # the review UI: /ui, its static files, / redirecting to it
     return app

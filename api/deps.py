@@ -6,15 +6,22 @@ import hmac
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Annotated
+from urllib.parse import urlsplit
 
 from fastapi import Depends, Request, Security
-from fastapi.security import APIKeyHeader
+from fastapi.security import APIKeyCookie, APIKeyHeader
 
 from api.errors import ApiError
 from api.services import Services
-from facerec.config import ApiRole, Settings
+from facerec.config import ApiKeyConfig, ApiRole, Settings
 
+KEY_COOKIE = "facerec_key"
+"""The cookie the review UI keeps the API key in after login (HttpOnly, SameSite=Strict)."""
 _api_key = APIKeyHeader(name="X-API-Key", auto_error=False, description="An API key.")
+_api_cookie = APIKeyCookie(
+    name=KEY_COOKIE, auto_error=False, description="An API key, as the review UI keeps it."
+)
+_SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
 
 def get_services(request: Request) -> Services:
@@ -35,12 +42,40 @@ class Principal:
     role: ApiRole
 
 
+def find_key(settings: Settings, key: str) -> ApiKeyConfig | None:
+    """The configured key equal to ``key`` (every key compared, in constant time each)."""
+    found = None
+    for k in settings.api.keys:
+        if hmac.compare_digest(k.key.get_secret_value().encode(), key.encode()):
+            found = k
+    return found
+
+
+def same_origin(request: Request) -> bool:
+    """The request says it comes from a page of this server (``Origin``, else ``Referer``).
+    Browsers send ``Origin`` with every request that is not GET or HEAD."""
+    source = request.headers.get("origin") or request.headers.get("referer")
+    return bool(source) and urlsplit(source).netloc == request.headers.get("host")
+
+
 def require(*roles: ApiRole) -> Callable[..., Principal]:
-    """A dependency accepting a key whose role is one of ``roles`` (401 none, 403 other)."""
+    """A dependency accepting a key whose role is one of ``roles`` (401 none, 403 other).
+    The key comes from the ``X-API-Key`` header, else from the review UI's cookie."""
 
     def check(
-        services: ServicesDep, key: Annotated[str | None, Security(_api_key)] = None
+        request: Request,
+        services: ServicesDep,
+        key: Annotated[str | None, Security(_api_key)] = None,
+        cookie: Annotated[str | None, Security(_api_cookie)] = None,
     ) -> Principal:
+        if not key and cookie:
+            # a browser attaches the cookie to whatever a page asks: SameSite=Strict keeps
+            # other sites out, this keeps out other origins of the same site (another port)
+            if request.method not in _SAFE_METHODS and not same_origin(request):
+                raise ApiError(
+                    403, "cross_origin", "a cookie-authenticated change must come from this origin"
+                )
+            key = cookie
         if not key:
             raise ApiError(
                 401,
@@ -48,10 +83,7 @@ def require(*roles: ApiRole) -> Callable[..., Principal]:
                 "missing X-API-Key header",
                 headers={"WWW-Authenticate": "APIKey"},
             )
-        found = None
-        for k in services.settings.api.keys:
-            if hmac.compare_digest(k.key.get_secret_value().encode(), key.encode()):
-                found = k
+        found = find_key(services.settings, key)
         if found is None:
             raise ApiError(
                 401, "unauthorized", "unknown API key", headers={"WWW-Authenticate": "APIKey"}
@@ -70,4 +102,7 @@ def require(*roles: ApiRole) -> Callable[..., Principal]:
 AnyRole = Annotated[Principal, Depends(require("admin", "enroll", "query"))]
 EnrollRole = Annotated[Principal, Depends(require("admin", "enroll"))]
 QueryRole = Annotated[Principal, Depends(require("admin", "query"))]
+ReviewRole = Annotated[Principal, Depends(require("admin", "enroll", "query"))]
+"""Reading sightings and unknown faces: queries, and the enroll keys that review them
+(assign and reject need the enroll role, which must see what it corrects)."""
 AdminRole = Annotated[Principal, Depends(require("admin"))]

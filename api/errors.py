@@ -31,6 +31,7 @@ from index_builder.store import (
     PersonNotFound,
     TemplateNotFound,
 )
+from index_builder.unknowns import UnknownClusterNotFound
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +46,7 @@ _STATUS: tuple[tuple[type[FaceRecError], int], ...] = (
     (TemplateNotFound, 404),
     (EvidenceNotFound, 404),
     (SightingNotFound, 404),
+    (UnknownClusterNotFound, 404),
     (SightingNotMatched, 409),
     (ReservedPersonId, 422),
     (InvalidEvidenceKey, 400),

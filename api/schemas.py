@@ -176,6 +176,25 @@ class SightingsPage(BaseModel):
     next_cursor: str | None
 
 
+class CameraPublic(BaseModel):
+    camera_id: str
+    region: str
+    frames_per_s: float = Field(description="Frames handled per second in the newest window.")
+    gate_share: float = Field(description="Share of the window's frames the motion gate removed.")
+    frames: int
+    analysed: int = Field(description="Frames whose faces were detected and embedded.")
+    gated_out: int
+    faces: int
+    window_start_ms: int
+    window_end_ms: int
+    updated_ms: int
+    last_sighting: SightingPublic | None
+
+
+class CamerasPage(BaseModel):
+    items: list[CameraPublic]
+
+
 class SightingAssign(_In):
     person_id: str = Field(..., pattern=PERSON_ID_PATTERN)
     display_name: str | None = Field(
@@ -192,4 +211,66 @@ class SightingReject(_In):
         None,
         pattern=PERSON_ID_PATTERN,
         description="Who the face is not; default: whom the sighting names.",
+    )
+
+
+# ------------------------------------------------------------------ unknown faces
+class UnknownClusterPublic(BaseModel):
+    cluster_id: int
+    size: int = Field(description="Sightings in the cluster.")
+    first_seen_ms: int
+    last_seen_ms: int
+    cameras: list[str] = Field(description="Cameras that saw it, sorted.")
+    sample_sighting_ids: list[str] = Field(
+        description="At most 6 members, best face first (GET /sightings/{id}/image)."
+    )
+
+
+class UnknownClustersPage(BaseModel):
+    items: list[UnknownClusterPublic]
+
+
+class UnknownMemberPublic(BaseModel):
+    sighting_id: str
+    camera_id: str
+    region: str
+    first_seen_ms: int
+    last_seen_ms: int
+    quality: float = Field(description="Quality of the sighting's best face, 0-1.")
+    status: str
+
+
+class UnknownClusterDetailPublic(UnknownClusterPublic):
+    sighting_ids: list[str] = Field(description="Every member, best face first.")
+    members: list[UnknownMemberPublic]
+
+
+class UnknownEnroll(_In):
+    display_name: str = Field(..., min_length=1, max_length=256)
+    person_id: str | None = Field(
+        None,
+        pattern=PERSON_ID_PATTERN,
+        description="Add the cluster to this person (created with display_name when not "
+        "enrolled yet); null: a new person with a new id.",
+    )
+
+
+class SightingReason(BaseModel):
+    sighting_id: str
+    reason: str
+
+
+class UnknownEnrolled(BaseModel):
+    cluster_id: int
+    person_id: str
+    display_name: str
+    created: bool = Field(description="The person was created (else the cluster was added).")
+    template_ids: list[str] = Field(description="The best crops, enrolled as templates.")
+    assigned: list[str] = Field(description="Sightings now assigned to the person.")
+    refused: list[SightingReason] = Field(description="Crops that did not become templates.")
+    skipped: list[SightingReason] = Field(
+        description="Members left alone: named meanwhile, or expired."
+    )
+    published: bool = Field(
+        description="False when a template could not be published; the next snapshot has it."
     )

@@ -4,18 +4,21 @@ from __future__ import annotations
 
 import logging
 import threading
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from facerec.config import Settings
 from facerec.errors import BadRecord, SnapshotMismatch
-from facerec.eventstore import EventStore, open_event_store
-from facerec.models import FACENET_MODEL_ID
+from facerec.eventstore import EventStore, SightingQuery, open_event_store
+from facerec.models import FACENET_MODEL_ID, pipeline_model_id
+from facerec.records import Sighting
 from index_builder.enrollment import EnrollmentService
 from index_builder.publish import IndexPublisher, LocalIndexLog
 from index_builder.review import SightingReview, sighting_evidence_of
 from index_builder.store import EnrollmentStore
+from index_builder.unknowns import UnknownFaces
 from udfs.engine import Face, FaceEngine
 from udfs.match import Match, Matcher
 
@@ -61,6 +64,24 @@ class LiveMatcher:
             }
 
 
+@dataclass(frozen=True)
+class CameraOverview:
+    """A camera as the camera page shows it: its newest status window and last sighting."""
+
+    camera_id: str
+    region: str
+    frames: int
+    analysed: int
+    gated_out: int
+    faces: int
+    frames_per_s: float
+    gate_share: float
+    window_start_ms: int
+    window_end_ms: int
+    updated_ms: int
+    last_sighting: Sighting | None
+
+
 class Services:
     def __init__(
         self,
@@ -75,7 +96,11 @@ class Services:
         self.store = store or EnrollmentStore.from_settings(settings)
         self._event_store = event_store
         self.publisher = publisher or IndexPublisher.from_settings(settings)
-        self.model_id = engine.model_id if engine is not None else FACENET_MODEL_ID
+        # the id the engine will record once loaded (the crop settings are part of it)
+        self.model_id = (
+            engine.model_id if engine is not None
+            else pipeline_model_id(FACENET_MODEL_ID, settings.align)
+        )
         self.matcher = LiveMatcher(settings, self.model_id)
         self._engine_lock = threading.Lock()  # OpenCV DNN nets are not thread-safe
         self._init_lock = threading.Lock()
@@ -87,6 +112,11 @@ class Services:
             sighting_evidence=sighting_evidence_of(self.event_store),
         )
         self.review = SightingReview(self.enrollment, self.event_store)
+        self.unknowns = UnknownFaces(
+            settings, self.store, self.event_store, self, self.review,
+            engine.model_id if engine is not None else None,
+        )
+        self.review.listeners.append(self.unknowns.reviewed)
 
     @property
     def engine_loaded(self) -> bool:
@@ -103,6 +133,23 @@ class Services:
             if self._event_store is None:
                 self._event_store = open_event_store(self.settings)
             return self._event_store
+
+    def camera_status(self) -> list[CameraOverview]:
+        """Every camera the job has reported on, by id, with its last sighting."""
+        store = self.event_store()
+        cameras = []
+        for c in store.camera_statuses():
+            last, _ = store.search_sightings(SightingQuery(camera_id=c.camera_id), limit=1)
+            cameras.append(
+                CameraOverview(
+                    camera_id=c.camera_id, region=c.region, frames=c.frames,
+                    analysed=c.analysed, gated_out=c.gated_out, faces=c.faces,
+                    frames_per_s=c.frames_per_s, gate_share=c.gate_share,
+                    window_start_ms=c.window_start_ms, window_end_ms=c.window_end_ms,
+                    updated_ms=c.updated_ms, last_sighting=last[0] if last else None,
+                )
+            )
+        return cameras
 
     def analyze(self, data: bytes) -> list[Face]:
         engine = self.engine()
@@ -125,6 +172,7 @@ class Services:
             return engine.cropped_face(data)
 
     def close(self) -> None:
+        self.unknowns.stop()  # before the stores it reads close
         self.enrollment.evidence.close()
         self.publisher.close()
         self.store.close()
@@ -133,4 +181,4 @@ class Services:
         self.matcher.matcher.close()
 
 
-__all__ = ["LiveMatcher", "Services"]
+__all__ = ["CameraOverview", "LiveMatcher", "Services"]

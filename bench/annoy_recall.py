@@ -12,6 +12,9 @@ Two query sets: ``random`` (independent random unit vectors: every gallery item 
 sqrt(2), the hardest case for any tree index) and ``near`` (a gallery item plus noise, at an
 L2 distance of about ``--near-distance`` from it, like a genuine face probe).
 
+Random unit vectors are the worst case; ``bench/matching_scale.py`` measures the matcher
+itself (exact search, Annoy and hnsw, PCA-reduced) on vectors modelled on real embeddings.
+
     python bench/annoy_recall.py --sizes 10000 100000 --trees 10 50 100
     python bench/annoy_recall.py --sizes 1000000 --trees 10 --append
 """

@@ -42,7 +42,8 @@ class SsdDetectorConfig(_Section):
         "the edge. Measured (tests/test_tight_crops.py scenes, 24 celebrity5 val faces x 5 "
         "sizes of 80-200 px x colour/grey): one face covering the crop's face in 239/240 "
         "with 0.25, 240/240 with 0.35 and 0.5; 40 LFW crops at 92x112 to 500x600 px: 0/40 "
-        "with no border, 40/40 with 0.35.",
+        "with no border, 40/40 with 0.35. Where the bordered pass finds no face, the image "
+        "is looked at again without the border (a small face in a small photo).",
     )
     context_max_side: int = Field(
         600,
@@ -179,13 +180,33 @@ class MatchConfig(_Section):
         "match_threshold. (1.05, the earlier default, was chosen on 5 people: FPIR 25% at "
         "100 enrolled.)",
     )
-    top_k: int = Field(10, ge=1, le=1000, description="Annoy candidates re-ranked exactly.")
+    top_k: int = Field(10, ge=1, le=1000, description="Index candidates re-ranked exactly.")
     search_k: int = Field(
         25_000,
         ge=-1,
         description="Annoy nodes inspected per query (-1 = n_trees * top_k). Measured "
         "(bench/annoy_recall.py): 25k gives recall@1 1.0 at 10k and 0.98 at 100k templates "
         "for genuine-like probes at ~2-6 ms; n_trees * top_k (500) gives 0.68 and 0.26.",
+    )
+    exact_max_templates: int = Field(
+        500,
+        ge=0,
+        description="Snapshots of at most this many templates are searched exactly (one "
+        "matrix product per micro-batch), larger ones through their index. Measured "
+        "(bench/matching_scale.py, hnsw on 96 components, 2026-11-30): the index is as "
+        "fast at 500 templates (1.00x at batch 1, 1.07x at batch 16) and faster from 1000 "
+        "(0.89x / 0.97x); exact search of 100k full vectors costs 32 ms per query alone, "
+        "6.8 ms in batches of 16.",
+    )
+    hnsw_ef: int = Field(
+        96,
+        ge=1,
+        le=10_000,
+        description="hnsw candidate list per query (snapshots with index_kind hnsw; at "
+        "least top_k is used). Measured with the index defaults (bench/matching_scale.py): "
+        "at 1M templates ef 96 gives recall@1 0.999 for genuine probes and 0.984 for "
+        "strangers at p99 0.75 / 0.99 ms per query in batches of 16; ef 192 gives 1.0 / "
+        "0.993 at 1.8-1.9 ms.",
     )
 
 
@@ -517,6 +538,12 @@ class JobConfig(_Section):
         "default. After a failure the frames replayed since the last checkpoint are written "
         "again.",
     )
+    camera_status_interval_ms: int = Field(
+        10_000,
+        ge=1000,
+        description="Each camera's frames/s, gate share and analysed frames are written to "
+        "the event store once per window of this length (the API's camera page).",
+    )
     index_poll_ms: int = Field(500, ge=50, description="How often the local index dir is polled.")
     savepoint_path: str | None = Field(
         None,
@@ -679,12 +706,83 @@ class IndexConfig(_Section):
     manifests_dir: Path | None = Field(
         None, description="Local copy of published index messages; default <data_dir>/manifests."
     )
+    kind: Literal["annoy", "hnsw"] = Field(
+        "hnsw",
+        description="Index a snapshot holds (its manifest's index_kind). hnsw: at 100k "
+        "templates Annoy needed p50 1.7-1.9 ms per query for recall@1 1.0 / 0.985 (genuine / "
+        "strangers) on 96 components and 10 ms for 1.0 / 0.996 on all 512; hnsw reached "
+        "1.0 / 0.997 under 1 ms (bench/matching_scale.py).",
+    )
+    pca_dim: int | None = Field(
+        64,
+        ge=1,
+        le=4096,
+        description="Build the index on this many principal components of the gallery "
+        "(fitted at build time; candidates are re-ranked on the full vectors, so distances "
+        "are unchanged). FaceNet embeddings keep 94.3% of their variance in 64 components "
+        "and 99.993% in 96; LFW accuracy on the reduced vectors 0.9885 / 0.9892 (full "
+        "0.9892). hnsw 2.5x faster on 96 components than on 512 at the same recall. None = "
+        "all dimensions.",
+    )
     n_trees: int = Field(
         50, ge=1, le=1000, description="Annoy trees: more = better recall, bigger."
+    )
+    hnsw_m: int = Field(
+        32,
+        ge=2,
+        le=100,
+        description="hnsw links per node (index.kind hnsw). At 1M templates M 16 / "
+        "ef_construction 100 (96 components) reached recall 0.969 / 0.907 (genuine / "
+        "strangers) at ef 64; M 32 / 200 (64 components): 0.997 / 0.97.",
+    )
+    hnsw_ef_construction: int = Field(
+        200,
+        ge=10,
+        le=2000,
+        description="hnsw build-time candidate list (index.kind hnsw). 1M templates on 64 "
+        "components build in 11 min on 2 busy cores.",
     )
     keep: int = Field(5, ge=1, le=1000, description="Snapshots kept by gc.")
     seed: int = Field(42, description="Annoy seed: same templates -> same index bytes.")
     publish_kafka: bool = Field(False, description="Also publish index messages to Kafka.")
+
+
+class UnknownsConfig(_Section):
+    """Clusters of unknown faces (index_builder/unknowns.py): the strangers who keep coming
+    back, grouped so that someone can name them."""
+
+    cluster_threshold: float | None = Field(
+        None,
+        gt=0.0,
+        lt=2.0,
+        description="L2 distance within which a face joins a cluster (RMS distance to its "
+        "members: average linkage, udfs/unknown_clusters.py); unset = match.threshold.",
+    )
+    max_templates: int = Field(
+        10, ge=1, le=100, description="Crops (best quality first) a cluster enrolls as templates."
+    )
+    refresh_interval_s: float = Field(
+        30.0,
+        ge=0.0,
+        le=86_400.0,
+        description="The API catches up with new unknown sightings this often in the "
+        "background (GET /unknowns catches up too); 0 = only on request.",
+    )
+    lookback_s: float = Field(
+        600.0,
+        ge=0.0,
+        le=86_400.0,
+        description="Each catch-up re-reads the unknown sightings first seen this long before "
+        "the newest one it knows: sightings published late (and ones named there since) are "
+        "seen at once; older changes wait for the next sweep.",
+    )
+    sweep_interval_s: float = Field(
+        600.0,
+        ge=1.0,
+        le=86_400.0,
+        description="Every this often a catch-up reads every unknown sighting in retention: "
+        "sightings named elsewhere (another API process) or expired leave their cluster.",
+    )
 
 
 class IngestConfig(_Section):
@@ -837,6 +935,7 @@ class Settings(BaseSettings):
     ingest: IngestConfig = Field(default_factory=IngestConfig)
     api: ApiConfig = Field(default_factory=ApiConfig)
     evidence: EvidenceConfig = Field(default_factory=EvidenceConfig)
+    unknowns: UnknownsConfig = Field(default_factory=UnknownsConfig)
 
     # Where each store lives, resolved in one place: a configured path wins over the data
     # directory.

@@ -202,6 +202,42 @@ class Sighting:
 
 
 @dataclass(frozen=True)
+class CameraStatus:
+    """What one camera's frames went through in the job's latest status window: how many
+    arrived, how many the motion gate removed and how many were analysed (faces detected and
+    embedded). The job upserts one per camera and window (``job.camera_status_interval_ms``);
+    the API's camera page reads the newest."""
+
+    camera_id: str
+    region: str
+    window_start_ms: int
+    window_end_ms: int
+    frames: int
+    gated_out: int
+    analysed: int
+    faces: int
+    updated_ms: int = field(default_factory=now_ms)
+
+    @property
+    def frames_per_s(self) -> float:
+        """Frames handled per second over the window (0 for a window of one instant)."""
+        span_ms = self.window_end_ms - self.window_start_ms
+        return 1000.0 * self.frames / span_ms if span_ms > 0 else 0.0
+
+    @property
+    def gate_share(self) -> float:
+        """Share of the window's frames the motion gate removed before detection."""
+        return self.gated_out / self.frames if self.frames else 0.0
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), separators=(",", ":"))
+
+    @classmethod
+    def from_json(cls, s: str | bytes) -> CameraStatus:
+        return cls(**json.loads(s))
+
+
+@dataclass(frozen=True)
 class DeadLetter:
     reason: str
     message: str

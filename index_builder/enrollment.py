@@ -31,7 +31,7 @@ from facerec.errors import FaceRecError
 from facerec.evidence import JPEG, EvidenceStore, open_evidence_store, template_key
 from facerec.models import FACENET_MODEL_ID, pipeline_model_id
 from index_builder.publish import IndexPublisher
-from index_builder.snapshot import SnapshotInfo, build_snapshot
+from index_builder.snapshot import SnapshotInfo, build_snapshot, index_options
 from index_builder.store import (
     Change,
     DuplicatePerson,
@@ -376,13 +376,9 @@ class EnrollmentService:
         newest ``index.keep`` snapshots. One build at a time per process."""
         cfg = self.settings.index
         with self._build_lock:
+            options = index_options(cfg) | {"n_trees": n_trees or cfg.n_trees}
             info = build_snapshot(
-                self.store,
-                self.settings.snapshots_path(),
-                model_id,
-                n_trees=n_trees or cfg.n_trees,
-                seed=cfg.seed,
-                keep=cfg.keep,
+                self.store, self.settings.snapshots_path(), model_id, keep=cfg.keep, **options
             )
             self.publisher.publish_snapshot(info)
         return info

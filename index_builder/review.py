@@ -85,6 +85,9 @@ class Reviewed:
 class SightingReview:
     def __init__(self, enrollment: EnrollmentService, events: EventStoreFn) -> None:
         self.enrollment, self.events = enrollment, events
+        self.listeners: list[Callable[[Sighting], None]] = []
+        """Called with every sighting a review changed (the unknown faces' clusters learn
+        at once that a sighting was named); a failing listener is logged, never raised."""
 
     def get(self, sighting_id: str) -> Sighting:
         sighting = self.events().get_sighting(sighting_id)
@@ -101,11 +104,18 @@ class SightingReview:
         return self.enrollment.evidence.get(sighting.evidence_key)
 
     def assign(
-        self, sighting_id: str, person_id: str, *, display_name: str | None = None, by: str
+        self,
+        sighting_id: str,
+        person_id: str,
+        *,
+        display_name: str | None = None,
+        by: str,
+        template: bool = True,
     ) -> Reviewed:
         """The sighting is ``person_id``: an existing person, or a new one created with
         ``display_name`` when given (without it an unknown id is ``PersonNotFound``: a typo
-        must not create a person). The crop becomes a template of the person."""
+        must not create a person). The crop becomes a template of the person, unless
+        ``template`` is False (a cluster of unknown faces enrolls its best crops only)."""
         if is_negative(person_id):
             raise ReservedPersonId(
                 f"person id {person_id!r} is reserved for rejected faces; use reject"
@@ -120,7 +130,9 @@ class SightingReview:
                 person = self.enrollment.store.create_person(display_name, person_id=person_id)
             except DuplicatePerson:  # created meanwhile
                 person = self.enrollment.store.get_person(person_id)
-        template_id, published, why = self._enroll_crop(sighting, person.id)
+        template_id, published, why = (
+            self._enroll_crop(sighting, person.id) if template else (None, True, "")
+        )
         review: dict[str, Any] = {
             "action": "assign",
             "by": by,
@@ -185,6 +197,11 @@ class SightingReview:
         updated = self.events().review_sighting(sighting_id, identity, review)
         if updated is None:  # expired between the read and the write
             raise SightingNotFound(f"no sighting with id {sighting_id!r}")
+        for listener in self.listeners:
+            try:
+                listener(updated)
+            except Exception:  # the review is stored: a listener's failure must not undo it
+                log.exception("review listener failed for sighting %s", sighting_id)
         return updated
 
 

@@ -5,6 +5,8 @@
 * ``changes``: the change log. ``seq`` is monotonic; one row per template added
   (``enroll``) and per person erased (``delete``). Snapshots record the highest ``seq``
   they include, so a matcher knows which deltas a snapshot already covers.
+* ``unknown_faces``, ``unknown_meta``: clusters of unknown faces (``index_builder.unknowns``):
+  per unknown sighting the embedding of its crop and its cluster; the clusters' counters.
 
 Tables carry no schema name: tests isolate themselves with ``schema_translate_map``.
 """
@@ -16,6 +18,7 @@ from sqlalchemy import (
     BigInteger,
     Column,
     DateTime,
+    Float,
     ForeignKey,
     Index,
     Integer,
@@ -72,4 +75,39 @@ changes = Table(
     Column("model_id", String(128), nullable=True),
     Column("created_at", DateTime(timezone=True), nullable=False),
     sqlite_autoincrement=True,  # never reuse a seq, even after the highest row is gone
+)
+
+unknown_faces = Table(
+    "unknown_faces",
+    metadata,
+    Column("sighting_id", String(128), primary_key=True),
+    Column(
+        "cluster_id",
+        BigInteger,
+        nullable=True,
+        doc="null: not clustered (its crop could not be embedded, see refused)",
+    ),
+    Column("embedding", LargeBinary, nullable=True, doc="of the crop; float32 bytes, unit norm"),
+    Column("model_id", String(128), nullable=True),
+    Column("camera_id", String(128), nullable=False),
+    Column("region", String(128), nullable=False),
+    Column("first_seen_ms", BigInteger, nullable=False),
+    Column("last_seen_ms", BigInteger, nullable=False),
+    Column("quality", Float, nullable=False, doc="the sighting's best_quality when embedded"),
+    Column("evidence_key", String(512), nullable=True, doc="the crop embedded"),
+    Column("status", String(16), nullable=False, doc="the sighting's: open or closed"),
+    Column("refused", String(512), nullable=True, doc="why the crop was not embedded"),
+    Index("ix_unknown_faces_cluster", "cluster_id"),
+)
+
+unknown_meta = Table(
+    "unknown_meta",
+    metadata,
+    Column("name", String(32), primary_key=True),
+    Column(
+        "value",
+        BigInteger,
+        nullable=False,
+        doc="generation: bumped by every write (another process reloads); next_cluster_id",
+    ),
 )

@@ -36,6 +36,7 @@ from udfs.flink_functions import (
     AppendJsonLines,
     DecodeFrames,
     RecognizeFrames,
+    StoreCameraStatus,
     StoreEvents,
     StoreSightings,
 )
@@ -149,12 +150,12 @@ def attach_sinks(settings: Settings, streams: JobStreams, kafka: bool) -> JobStr
         ).name(f"dead-letter-file-{stage}")
         for stage, side in zip(("decode", "recognize"), streams.dead_letters, strict=True)
     ]
+    stats = streams.frame_stats.map(
+        StoreCameraStatus(settings), output_type=Types.STRING()
+    ).name("camera-status")
     if settings.job.frame_stats_dir is not None:
         audit = AppendJsonLines(str(settings.job.frame_stats_dir.resolve()), "framestats")
-        stats = streams.frame_stats.map(audit, output_type=Types.STRING())
-    else:
-        stats = streams.frame_stats.map(lambda s: s, output_type=Types.STRING())
-    stats = stats.name("frame-stats")
+        stats = stats.map(audit, output_type=Types.STRING()).name("frame-stats")
     if kafka:
         exactly_once = settings.job.events_sink.delivery == "exactly-once"
         events.sink_to(

@@ -86,6 +86,19 @@ def portraits(celebrity5: Path) -> dict[str, list[Path]]:
 
 
 @pytest.fixture(scope="session")
+def browser():
+    """Debian's headless chromium driven by Playwright (testkit/browser.py), one per
+    session; tests open a context each. Skips when chromium or Playwright is missing."""
+    from testkit.browser import chromium, chromium_path
+
+    if chromium_path() is None:
+        pytest.skip("chromium not found: `make system-packages` installs it (as root)")
+    pytest.importorskip("playwright.sync_api", reason="playwright not installed (make setup)")
+    with chromium() as b:
+        yield b
+
+
+@pytest.fixture(scope="session")
 def kafka_broker(tmp_path_factory):
     """Apache Kafka (one KRaft node from the jars `make setup` fetched) on free loopback ports,
     its log dir and log (kafka.log) in the session's temp folder."""
@@ -122,9 +135,10 @@ def postgres():
 @pytest.fixture(scope="session")
 def flink_cluster(tmp_path_factory):
     """A standalone Flink cluster from the apache-flink wheel (start-cluster.sh with
-    flink-conf/, testkit/flink_cluster.py), one TaskManager at first, shared by the cluster
-    tests. Heartbeats every 2 s (Flink's default: 10 s): a killed TaskManager counts as lost
-    after two failed heartbeats (heartbeat.rpc-failure-threshold)."""
+    flink-conf/: jobs/services/flink.py, with testkit/flink_cluster.py's crash helpers), one
+    TaskManager at first, shared by the cluster tests. Heartbeats every 2 s (Flink's
+    default: 10 s): a killed TaskManager counts as lost after two failed heartbeats
+    (heartbeat.rpc-failure-threshold)."""
     from testkit.flink_cluster import StandaloneCluster
 
     cluster = StandaloneCluster(

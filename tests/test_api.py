@@ -28,8 +28,12 @@ def make_settings(data_dir: Path, **over) -> Settings:
         "keys": [{"name": f"{r}-test", "key": k, "role": r} for r, k in KEYS.items()],
         **over.pop("api", {}),
     }
+    # no background catch-up of unknown faces: tests call the session's engine directly,
+    # outside the lock the app's own calls take (OpenCV's DNN nets are not thread-safe)
+    unknowns = {"refresh_interval_s": 0, **over.pop("unknowns", {})}
     return Settings(
-        data_dir=data_dir, api=api, index={"n_trees": 10, **over.pop("index", {})}, **over
+        data_dir=data_dir, api=api, index={"n_trees": 10, **over.pop("index", {})},
+        unknowns=unknowns, **over,
     )
 
 

@@ -15,6 +15,7 @@ import pytest
 from facerec.eventstore import EventStore, InvalidCursor, InvalidQuery, open_event_store
 from facerec.eventstore.base import DAY_MS, SightingQuery
 from facerec.records import (
+    CameraStatus,
     RecognitionEvent,
     Sighting,
     make_event_id,
@@ -24,7 +25,9 @@ from facerec.records import (
 )
 
 
-def _open_cassandra(hosts_spec: str, ttl_days: int) -> tuple[EventStore, Callable[[], None]]:
+def _open_cassandra(
+    hosts_spec: str, ttl_days: int, clock: Callable[[], int]
+) -> tuple[EventStore, Callable[[], None]]:
     from facerec.eventstore.cassandra import CassandraEventStore
 
     hosts, port = [], 9042
@@ -34,7 +37,7 @@ def _open_cassandra(hosts_spec: str, ttl_days: int) -> tuple[EventStore, Callabl
         port = int(p) if p else port
     keyspace = f"facerec_test_{uuid.uuid4().hex[:12]}"
     store = CassandraEventStore(hosts, port=port, keyspace=keyspace, ttl_days=ttl_days,
-                                consistency="ONE")
+                                consistency="ONE", clock=clock)
 
     def drop() -> None:
         store._session.execute(f"DROP KEYSPACE IF EXISTS {keyspace}", timeout=60)
@@ -45,18 +48,21 @@ def _open_cassandra(hosts_spec: str, ttl_days: int) -> tuple[EventStore, Callabl
 
 @pytest.fixture(params=["sqlite", "cassandra"])
 def make_store(request, tmp_path: Path) -> Iterator[Callable[..., EventStore]]:
-    """Factory: ``make_store(ttl_days=90)`` -> a fresh, empty store of the backend."""
+    """Factory: ``make_store(ttl_days=90, clock=now_ms)`` -> a fresh, empty store of the
+    backend, its retention counted from ``clock``."""
     hosts = request.getfixturevalue("cassandra_hosts") if request.param == "cassandra" else ""
     cleanups = []
 
-    def make(ttl_days: int = 90) -> EventStore:
+    def make(ttl_days: int = 90, clock: Callable[[], int] = now_ms) -> EventStore:
         if request.param == "sqlite":
             from facerec.eventstore.sqlite import SqliteEventStore
 
-            store = SqliteEventStore(tmp_path / f"ev-{len(cleanups)}.sqlite", ttl_days=ttl_days)
+            store = SqliteEventStore(
+                tmp_path / f"ev-{len(cleanups)}.sqlite", ttl_days=ttl_days, clock=clock
+            )
             cleanups.append(store.close)
             return store
-        store, drop = _open_cassandra(hosts, ttl_days)
+        store, drop = _open_cassandra(hosts, ttl_days, clock)
         cleanups.append(drop)
         return store
 
@@ -378,3 +384,92 @@ def test_given_retention_when_a_sighting_is_older_then_not_stored(make_store) ->
     old = sighting("cam-1", now_ms() - 2 * DAY_MS)
     assert store.write_sightings([old]) == 0
     assert store.get_sighting(old.sighting_id) is None
+
+
+def camera_status(camera: str, end_ms: int, frames: int = 50, gated_out: int = 35) -> CameraStatus:
+    return CameraStatus(
+        camera_id=camera, region="eu", window_start_ms=end_ms - 10_000, window_end_ms=end_ms,
+        frames=frames, gated_out=gated_out, analysed=frames - gated_out, faces=7,
+    )
+
+
+def test_given_camera_windows_when_written_in_any_order_then_the_newest_per_camera(store) -> None:
+    t = now_ms()
+    assert store.camera_statuses() == []
+    assert store.write_camera_status([camera_status("cam-b", t), camera_status("cam-a", t)]) == 2
+    newer = camera_status("cam-a", t + 10_000, frames=40, gated_out=10)
+    store.write_camera_status([newer])
+    store.write_camera_status([camera_status("cam-a", t - 10_000, frames=1, gated_out=1)])
+    got = store.camera_statuses()
+    assert [c.camera_id for c in got] == ["cam-a", "cam-b"]
+    assert got[0] == newer
+    assert got[0].frames_per_s == pytest.approx(4.0) and got[0].gate_share == pytest.approx(0.25)
+    assert got[1].gate_share == pytest.approx(0.7)
+
+
+# ------------------------------------------------------------- time under the test's control
+HOUR_MS = 3_600_000
+FIXED_DAY = 20_600 * DAY_MS
+"""A fixed UTC midnight (2026-05-26): bucket edges fall where the test puts them, whatever
+day it runs on; the stores' clock is set a few days after it."""
+
+
+def test_given_a_set_clock_when_events_straddle_bucket_edges_then_pages_and_ranges_exact(
+    make_store,
+) -> None:
+    store = make_store(ttl_days=30, clock=lambda: FIXED_DAY + 3 * DAY_MS)
+    d = FIXED_DAY
+    # the last and first ms of days and hours (hour buckets: the time-only table), an empty
+    # day between, and ties on one timestamp
+    stamps = [d - 1, d, d, d + 1, d + HOUR_MS - 1, d + HOUR_MS, d + DAY_MS - 1,
+              d + 2 * DAY_MS, d + 2 * DAY_MS + 5]
+    events = [event(f"cam-{i % 2}", ts, identity=("alice", "bob")[i % 3 == 0], seq=i)
+              for i, ts in enumerate(stamps)]
+    assert store.write(events) == len(events)
+    for limit in (1, 2, 3, 4):
+        assert all_pages(store, limit) == newest_first(events), limit
+        assert all_pages(store, limit, camera_id="cam-0") == newest_first(
+            [e for e in events if e.camera_id == "cam-0"])
+    for start, end in ((d, d + DAY_MS), (d + HOUR_MS, d + 2 * DAY_MS), (d - 1, d + 1)):
+        want = newest_first([e for e in events if start <= e.capture_ts < end])
+        assert all_pages(store, 2, start_ms=start, end_ms=end) == want, (start - d, end - d)
+        assert all_pages(store, 2, identity="alice", start_ms=start, end_ms=end) == [
+            e for e in want if e.identity == "alice"]
+
+    sightings = [sighting(f"cam-{i % 2}", ts, n=i) for i, ts in enumerate(stamps)]
+    assert store.write_sightings(sightings) == len(sightings)
+    by_time = sorted(sightings, key=lambda s: (s.first_seen_ms, s.sighting_id), reverse=True)
+    for limit in (1, 2, 5):
+        got, cursor = [], None
+        while True:
+            page, cursor = store.search_sightings(SightingQuery(), limit=limit, cursor=cursor)
+            got += page
+            if cursor is None:
+                break
+        assert got == by_time, limit
+    day_one, _ = store.search_sightings(SightingQuery(start_ms=d, end_ms=d + DAY_MS), limit=50)
+    assert day_one == [s for s in by_time if d <= s.first_seen_ms < d + DAY_MS]
+
+
+def test_given_a_moving_clock_when_retention_runs_out_then_events_and_sightings_expire(
+    make_store,
+) -> None:
+    """The store's clock puts the event 3 s before the retention horizon; the node (whose
+    own clock runs the TTL) and SQLite (which reads the store's clock) agree once both
+    clocks have passed it."""
+    import time
+
+    now = [0]
+    store = make_store(ttl_days=1, clock=lambda: now[0])
+    now[0] = now_ms()
+    ts = now[0] - DAY_MS + 3_000
+    kept, doomed = event("cam-a", now[0], seq=1), event("cam-a", ts)
+    s = sighting("cam-a", ts)
+    assert store.write([doomed, kept]) == 2 and store.write_sightings([s]) == 1
+    written = now_ms()  # the node counts each TTL (3 s) from the write it received
+    assert store.get(doomed.event_id) == doomed and store.get_sighting(s.sighting_id) == s
+    time.sleep(max(0.0, (written + 3_200 - now_ms()) / 1000))
+    now[0] = written + 3_200
+    assert store.get(doomed.event_id) is None and store.get_sighting(s.sighting_id) is None
+    assert all_pages(store, 10) == [kept]
+    assert store.search_sightings(SightingQuery(), limit=10) == ([], None)

@@ -22,7 +22,7 @@ OURS = (
     "event-store",
     "dead-letter-file-decode",
     "dead-letter-file-recognize",
-    "frame-stats",
+    "camera-status",
     "sighting-store",
 )
 

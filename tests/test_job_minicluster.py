@@ -6,13 +6,14 @@ from __future__ import annotations
 import base64
 import json
 import threading
+import uuid
 from collections import Counter
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from facerec.config import Settings
+from facerec.config import Settings, with_overrides
 from facerec.models import FACENET_MODEL_ID
 from facerec.records import FrameRecord
 from index_builder.publish import IndexPublisher
@@ -91,14 +92,15 @@ def _collect(
 
 
 @pytest.mark.parametrize(
-    ("parallelism", "realtime_lag_ms"),
+    ("parallelism", "realtime_lag_ms", "events_backend"),
     # frames analysed one by one as they come (default); and always micro-batched in keyed
-    # state, flushed by count, timer and the end-of-input timer
-    [(1, 3000), (2, 0)],
-    ids=["p1-at-once", "p2-batched"],
+    # state, flushed by count, timer and the end-of-input timer, with the events, sightings
+    # and camera status written to Cassandra (a node the session starts)
+    [(1, 3000, "sqlite"), (2, 0, "cassandra")],
+    ids=["p1-at-once", "p2-batched-cassandra"],
 )
 def test_given_scene_when_job_runs_then_right_people_and_static_frames_gated(
-    tmp_path, gallery, scene, parallelism, realtime_lag_ms
+    request, tmp_path, gallery, scene, parallelism, realtime_lag_ms, events_backend
 ):
     video, truth = scene
     settings, _, manifest = _world(
@@ -110,7 +112,16 @@ def test_given_scene_when_job_runs_then_right_people_and_static_frames_gated(
         # read: on a busy machine a person standing still 1.4 s of the video spans more
         # than the default gap of capture time
         sightings={"gap_ms": 120_000},
+        # one status window over the whole input: its counts must equal the frame stats'
+        camera_status_interval_ms=3_600_000,
     )
+    if events_backend == "cassandra":
+        host, _, port = request.getfixturevalue("cassandra_hosts").split(",")[0].partition(":")
+        keyspace = f"job_{uuid.uuid4().hex[:12]}"
+        settings = with_overrides(settings, {"events": {
+            "backend": "cassandra", "cassandra_hosts": [host], "cassandra_port": int(port or 9042),
+            "cassandra_keyspace": keyspace, "cassandra_consistency": "ONE",
+        }})
     published: list[dict] = []
     events, dead, stats = _collect(settings, f"video:{video}", sightings=published)
 
@@ -164,6 +175,14 @@ def test_given_scene_when_job_runs_then_right_people_and_static_frames_gated(
     assert {s.sighting_id: s.to_dict() for s in stored} == {
         k: {**v, "best_box": list(v["best_box"])} for k, v in final.items()
     }
+
+    # the camera page's status: the end of input closed the one window, which counted
+    # every frame, the gated ones and the faces
+    with open_event_store(settings) as store:
+        (status,) = store.camera_statuses()
+    assert status.camera_id == stats[0]["camera_id"]
+    assert (status.frames, status.gated_out) == (len(stats), len(gated))
+    assert status.faces == sum(s["faces"] for s in stats) and status.frames_per_s > 0
 
 
 def test_given_new_snapshot_mid_stream_when_published_then_matches_change(tmp_path, gallery, scene):

@@ -43,6 +43,7 @@ from facerec.records import (
     now_ms,
 )
 from udfs.batching import AnalyseNow, BatchPolicy, Rearm
+from udfs.camera_status import CameraStatusWindows
 from udfs.match import Matcher
 from udfs.pipeline import (
     BatchItem,
@@ -259,6 +260,8 @@ class RecognizeFrames(KeyedBroadcastProcessFunction):
                 threshold=m.threshold,
                 top_k=m.top_k,
                 search_k=m.search_k,
+                exact_max_templates=m.exact_max_templates,
+                hnsw_ef=m.hnsw_ef,
             )
         return Matcher.from_config(m)
 
@@ -438,6 +441,33 @@ class StoreSightings(MapFunction):
 
     def map(self, value: str) -> str:
         self.store.write_sightings([Sighting.from_json(value)])
+        return value
+
+
+class StoreCameraStatus(MapFunction):
+    """Each camera's status windows (frames/s, gate share) from the frame outcomes passing
+    through, written to the event store as each window closes and at the end of input.
+    After a failure the open windows restart empty: a status, not an account."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+
+    def open(self, ctx: RuntimeContext) -> None:
+        from facerec.eventstore import open_event_store
+
+        self.store = open_event_store(self.settings)
+        self.windows = CameraStatusWindows(self.settings.job.camera_status_interval_ms)
+
+    def close(self) -> None:
+        try:
+            self.store.write_camera_status(self.windows.flush())
+        finally:
+            self.store.close()
+
+    def map(self, value: str) -> str:
+        closed = self.windows.add(FrameStat(**json.loads(value)))
+        if closed is not None:
+            self.store.write_camera_status([closed])
         return value
 
 

@@ -8,7 +8,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Body, Query, Response
 
-from api.deps import EnrollRole, QueryRole, ServicesDep
+from api.deps import EnrollRole, ReviewRole, ServicesDep
 from api.schemas import SightingAssign, SightingPublic, SightingReject, SightingsPage, finite
 from facerec.eventstore import SightingQuery
 from facerec.records import Sighting
@@ -17,7 +17,7 @@ log = logging.getLogger(__name__)
 router = APIRouter(prefix="/sightings", tags=["sightings"])
 
 
-def _public(s: Sighting) -> SightingPublic:
+def public_sighting(s: Sighting) -> SightingPublic:
     d = s.to_dict()
     d["best_distance"] = finite(s.best_distance)
     d["has_image"] = bool(d.pop("evidence_key"))
@@ -31,7 +31,7 @@ def _public(s: Sighting) -> SightingPublic:
 @router.get("", response_model=SightingsPage)
 def search_sightings(
     services: ServicesDep,
-    _: QueryRole,
+    _: ReviewRole,
     camera_id: str | None = None,
     region: str | None = None,
     identity: Annotated[str | None, Query(description="person id or 'unknown'")] = None,
@@ -54,12 +54,12 @@ def search_sightings(
         end_ms=end_ms,
     )
     items, next_cursor = services.event_store().search_sightings(query, limit=limit, cursor=cursor)
-    return SightingsPage(items=[_public(s) for s in items], next_cursor=next_cursor)
+    return SightingsPage(items=[public_sighting(s) for s in items], next_cursor=next_cursor)
 
 
 @router.get("/{sighting_id}", response_model=SightingPublic)
-def get_sighting(sighting_id: str, services: ServicesDep, _: QueryRole) -> SightingPublic:
-    return _public(services.review.get(sighting_id))
+def get_sighting(sighting_id: str, services: ServicesDep, _: ReviewRole) -> SightingPublic:
+    return public_sighting(services.review.get(sighting_id))
 
 
 @router.get(
@@ -67,7 +67,7 @@ def get_sighting(sighting_id: str, services: ServicesDep, _: QueryRole) -> Sight
     response_class=Response,
     responses={200: {"content": {"image/jpeg": {}}, "description": "The best face (JPEG)."}},
 )
-def sighting_image(sighting_id: str, services: ServicesDep, _: QueryRole) -> Response:
+def sighting_image(sighting_id: str, services: ServicesDep, _: ReviewRole) -> Response:
     """The sighting's best face, cut as the engine embedded it (404 ``evidence_not_found``
     when none was kept or it expired)."""
     data = services.review.crop(services.review.get(sighting_id))
@@ -94,7 +94,7 @@ def assign_sighting(
         who.name,
         done.template_id,
     )
-    return _public(done.sighting)
+    return public_sighting(done.sighting)
 
 
 @router.post("/{sighting_id}/reject", response_model=SightingPublic)
@@ -117,4 +117,4 @@ def reject_sighting(
         who.name,
         done.template_id,
     )
-    return _public(done.sighting)
+    return public_sighting(done.sighting)

@@ -27,7 +27,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
 from facerec.errors import FaceRecError
-from facerec.records import UNKNOWN, RecognitionEvent, Sighting
+from facerec.records import UNKNOWN, CameraStatus, RecognitionEvent, Sighting
 
 MAX_LIMIT = 1000
 DAY_MS = 86_400_000
@@ -224,6 +224,16 @@ class EventStore(ABC):
     ) -> Sighting | None:
         """Set a reviewer's identity and review on a sighting; the updated sighting, or None
         when there is no such sighting."""
+
+    # ------------------------------------------------------------------ cameras
+    @abstractmethod
+    def write_camera_status(self, statuses: Sequence[CameraStatus]) -> int:
+        """Keep each camera's newest status (by ``window_end_ms``; an older one arriving
+        late is ignored); returns how many were stored."""
+
+    @abstractmethod
+    def camera_statuses(self) -> list[CameraStatus]:
+        """The newest status of every camera, by camera id."""
 
     @abstractmethod
     def ping(self) -> bool:

@@ -35,13 +35,15 @@ from __future__ import annotations
 import logging
 import math
 import re
-from collections.abc import Iterator, Sequence
+import time
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
 from cassandra import ConsistencyLevel
-from cassandra.cluster import Cluster, Session
+from cassandra.cluster import Cluster, NoHostAvailable, Session
 from cassandra.concurrent import execute_concurrent
+from cassandra.policies import ExponentialReconnectionPolicy
 from cassandra.query import PreparedStatement
 
 from facerec.eventstore.base import (
@@ -54,7 +56,7 @@ from facerec.eventstore.base import (
     merge_sighting,
     retention_ms,
 )
-from facerec.records import RecognitionEvent, Sighting, now_ms
+from facerec.records import CameraStatus, RecognitionEvent, Sighting, now_ms
 
 log = logging.getLogger(__name__)
 
@@ -112,6 +114,10 @@ _INDEXES = (
     _Index("region", "events_by_region", "region", DAY_MS),
     _Index("time", "events_by_time", None, HOUR_MS),
 )
+_TABLES = {
+    "events_by_id", "event_buckets", *(ix.table for ix in _INDEXES), "sightings_by_id",
+    "sightings_by_time", "camera_status",
+}
 
 
 @dataclass
@@ -132,7 +138,14 @@ class CassandraEventStore(EventStore):
         ttl_days: int = 90,
         create_schema: bool = True,
         connect_timeout: float = 10.0,
+        clock: Callable[[], int] = now_ms,
+        connect_retry_s: float = 60.0,
     ) -> None:
+        """``clock``: epoch ms that retention (each row's TTL) counts from (tests move it;
+        the node expires a row by its own clock once the TTL has run).
+        ``connect_retry_s``: how long to keep trying a cluster that does not answer yet (a
+        node restarting, or too busy to accept a connection in ``connect_timeout``)."""
+        self.clock = clock
         if consistency not in ConsistencyLevel.name_to_value:
             raise ValueError(
                 f"consistency {consistency!r} is not a Cassandra level; expected one of "
@@ -146,8 +159,15 @@ class CassandraEventStore(EventStore):
         self.keyspace = keyspace
         self.retention = retention_ms(ttl_days)
         self._cl = ConsistencyLevel.name_to_value[consistency]
-        self._cluster = Cluster(list(hosts), port=port, connect_timeout=connect_timeout)
-        self._session: Session = self._cluster.connect()
+        # back in the pool within seconds of a node's restart (the driver's default backoff
+        # grows to 10 minutes, long after the node is back)
+        self._cluster = Cluster(
+            list(hosts),
+            port=port,
+            connect_timeout=connect_timeout,
+            reconnection_policy=ExponentialReconnectionPolicy(0.5, 5.0),
+        )
+        self._session: Session = self._connect(connect_retry_s)
         self._known_buckets: set[tuple[str, str, int]] = set()
         try:
             if create_schema:
@@ -157,9 +177,28 @@ class CassandraEventStore(EventStore):
             self._cluster.shutdown()
             raise
 
+    def _connect(self, retry_s: float) -> Session:
+        deadline = time.monotonic() + retry_s
+        delay = 0.5
+        while True:
+            try:
+                return self._cluster.connect()
+            except NoHostAvailable as exc:
+                if time.monotonic() + delay > deadline:
+                    self._cluster.shutdown()
+                    raise
+                log.warning("Cassandra not reachable yet (%s); retrying in %.1f s", exc, delay)
+                time.sleep(delay)
+                delay = min(delay * 2, 5.0)
+
     # ----------------------------------------------------------------------- schema
     def _create_schema(self, replication_factor: int) -> None:
         ks = self.keyspace
+        known = self._cluster.metadata.keyspaces.get(ks)
+        if known is not None and set(known.tables) >= _TABLES:
+            # every job operator opens a store: the first one creates the schema, the
+            # others only read the driver's schema metadata (DDL is slow on a busy node)
+            return
         statements = [
             f"CREATE KEYSPACE IF NOT EXISTS {ks} WITH replication = "
             f"{{'class': 'SimpleStrategy', 'replication_factor': {int(replication_factor)}}}",
@@ -175,6 +214,8 @@ class CassandraEventStore(EventStore):
             "bucket int, first_seen_ms bigint, sighting_id text, body text, "
             "PRIMARY KEY ((bucket), first_seen_ms, sighting_id)) "
             "WITH CLUSTERING ORDER BY (first_seen_ms DESC, sighting_id DESC)",
+            f"CREATE TABLE IF NOT EXISTS {ks}.camera_status ("
+            "camera_id text PRIMARY KEY, body text)",
         ]
         for cql in statements:
             self._session.execute(cql, timeout=60.0)
@@ -211,6 +252,12 @@ class CassandraEventStore(EventStore):
             "AND (first_seen_ms, sighting_id) < (?, ?) "
             "AND (first_seen_ms, sighting_id) >= (?, ?)"
         )
+        # written with the window's end as the cell timestamp: the newest window wins
+        # whatever order the writes arrive in, without a read or a lightweight transaction
+        self._insert_camera_status = s.prepare(
+            f"INSERT INTO {ks}.camera_status (camera_id, body) VALUES (?, ?) USING TIMESTAMP ?"
+        )
+        self._select_camera_status = s.prepare(f"SELECT body FROM {ks}.camera_status")
         self._ix = {
             ix.dim: _Prepared(s.prepare(ix.insert_cql(ks)), s.prepare(ix.select_cql(ks)))
             for ix in _INDEXES
@@ -218,6 +265,7 @@ class CassandraEventStore(EventStore):
         for stmt in (self._insert_by_id, self._get_by_id, self._insert_bucket,
                      self._select_buckets, self._insert_sighting, self._get_sighting,
                      self._insert_sighting_by_time, self._select_sightings,
+                     self._insert_camera_status, self._select_camera_status,
                      *(p.insert for p in self._ix.values()),
                      *(p.select for p in self._ix.values())):
             stmt.consistency_level = self._cl
@@ -232,7 +280,7 @@ class CassandraEventStore(EventStore):
         return min(_MAX_TTL_S, math.ceil(left_ms / 1000)) if left_ms > 0 else None
 
     def write(self, events: Sequence[RecognitionEvent]) -> int:
-        now = now_ms()
+        now = self.clock()
         batch: dict[str, tuple[RecognitionEvent, int]] = {}
         for e in events:
             if not isinstance(e, RecognitionEvent):
@@ -320,7 +368,7 @@ class CassandraEventStore(EventStore):
 
     # ----------------------------------------------------------------------- sightings
     def _write_sightings(self, sightings: Sequence[Sighting]) -> None:
-        now = now_ms()
+        now = self.clock()
         work: list[tuple[PreparedStatement, tuple[Any, ...]]] = []
         for s in sightings:
             ttl = self._ttl_s(s.first_seen_ms, now)
@@ -339,7 +387,7 @@ class CassandraEventStore(EventStore):
             execute_concurrent(self._session, work, concurrency=64, raise_on_first_error=True)
 
     def write_sightings(self, sightings: Sequence[Sighting]) -> int:
-        now = now_ms()
+        now = self.clock()
         latest: dict[str, Sighting] = {}
         for s in sightings:
             if not isinstance(s, Sighting):
@@ -398,6 +446,20 @@ class CassandraEventStore(EventStore):
         reviewed = replace(stored, identity=identity, review=dict(review), updated_ms=now_ms())
         self._write_sightings([reviewed])
         return reviewed
+
+    # ----------------------------------------------------------------------- cameras
+    def write_camera_status(self, statuses: Sequence[CameraStatus]) -> int:
+        work = [
+            (self._insert_camera_status, (c.camera_id, c.to_json(), c.window_end_ms * 1000))
+            for c in statuses
+        ]
+        if work:
+            execute_concurrent(self._session, work, concurrency=64, raise_on_first_error=True)
+        return len(work)
+
+    def camera_statuses(self) -> list[CameraStatus]:
+        rows = self._session.execute(self._select_camera_status)
+        return sorted((CameraStatus.from_json(r.body) for r in rows), key=lambda c: c.camera_id)
 
     def ping(self) -> bool:
         try:

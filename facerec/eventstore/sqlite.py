@@ -13,7 +13,7 @@ import logging
 import sqlite3
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -27,7 +27,7 @@ from facerec.eventstore.base import (
     merge_sighting,
     retention_ms,
 )
-from facerec.records import UNKNOWN, RecognitionEvent, Sighting, now_ms
+from facerec.records import UNKNOWN, CameraStatus, RecognitionEvent, Sighting, now_ms
 from facerec.sqlite_wal import use_wal
 
 log = logging.getLogger(__name__)
@@ -58,6 +58,18 @@ CREATE TABLE IF NOT EXISTS sightings (
 CREATE INDEX IF NOT EXISTS sightings_by_time ON sightings (first_seen_ms, sighting_id);
 CREATE INDEX IF NOT EXISTS sightings_by_camera ON sightings (camera_id, first_seen_ms, sighting_id);
 CREATE INDEX IF NOT EXISTS sightings_by_person ON sightings (identity, first_seen_ms, sighting_id);
+CREATE TABLE IF NOT EXISTS camera_status (
+    camera_id     TEXT PRIMARY KEY,
+    window_end_ms INTEGER NOT NULL,
+    body          TEXT NOT NULL
+);
+"""
+
+_UPSERT_CAMERA_STATUS = """
+INSERT INTO camera_status (camera_id, window_end_ms, body) VALUES (?, ?, ?)
+ON CONFLICT (camera_id) DO UPDATE SET
+    window_end_ms = excluded.window_end_ms, body = excluded.body
+WHERE excluded.window_end_ms >= camera_status.window_end_ms
 """
 
 _UPSERT_SIGHTING = """
@@ -80,9 +92,16 @@ ON CONFLICT (event_id) DO UPDATE SET
 
 class SqliteEventStore(EventStore):
     def __init__(
-        self, path: str | Path, *, ttl_days: int = 90, purge_interval_s: float = 600.0
+        self,
+        path: str | Path,
+        *,
+        ttl_days: int = 90,
+        purge_interval_s: float = 600.0,
+        clock: Callable[[], int] = now_ms,
     ) -> None:
+        """``clock``: epoch ms that retention counts from (tests move it)."""
         self.path = Path(path)
+        self.clock = clock
         self.retention = retention_ms(ttl_days)
         self.purge_interval_s = purge_interval_s
         self._last_purge = 0.0
@@ -101,7 +120,7 @@ class SqliteEventStore(EventStore):
         """Oldest capture_ts still retained, or None when nothing expires."""
         if self.retention is None:
             return None
-        return (now if now is not None else now_ms()) - self.retention
+        return (now if now is not None else self.clock()) - self.retention
 
     def write(self, events: Sequence[RecognitionEvent]) -> int:
         horizon = self._horizon()
@@ -320,6 +339,19 @@ class SqliteEventStore(EventStore):
 
         rows = self._upsert_sightings(merge)
         return rows[0] if rows else None
+
+    # ----------------------------------------------------------------------- cameras
+    def write_camera_status(self, statuses: Sequence[CameraStatus]) -> int:
+        rows = [(c.camera_id, c.window_end_ms, c.to_json()) for c in statuses]
+        if rows:
+            with self._lock:
+                self._db.executemany(_UPSERT_CAMERA_STATUS, rows)
+        return len(rows)
+
+    def camera_statuses(self) -> list[CameraStatus]:
+        with self._lock:
+            rows = self._db.execute("SELECT body FROM camera_status ORDER BY camera_id").fetchall()
+        return [CameraStatus.from_json(r[0]) for r in rows]
 
     def ping(self) -> bool:
         try:

@@ -7,6 +7,7 @@ enrolled, and a second run reuses what the first enrolled."""
 
 from __future__ import annotations
 
+import secrets
 from pathlib import Path
 from typing import Annotated
 
@@ -70,6 +71,14 @@ def demo(
     videos: Annotated[
         Path | None, typer.Option(help="Videos folder (else videos_dir).")
     ] = None,
+    serve: Annotated[
+        bool,
+        typer.Option(
+            "--serve",
+            help="After the run, keep the API and the review UI up on the demo's stores "
+            "(api.host:api.port) until Ctrl-C.",
+        ),
+    ] = False,
 ) -> None:
     """Enroll sample people, publish a snapshot, and run the job on two cameras."""
     from jobs.walkthrough import Segment, write_face_video
@@ -84,7 +93,12 @@ def demo(
             2,
         )
     demo_dir = s.data_dir / "demo"
-    demo_settings = settings(config, flags(data_dir=demo_dir))
+    demo_key = None
+    if serve and not s.api.keys:
+        # a key for this session only, so that the UI can be opened without configuring one
+        demo_key = secrets.token_urlsafe(18)
+    keys = [{"name": "demo", "key": demo_key, "role": "admin"}] if demo_key else None
+    demo_settings = settings(config, flags(data_dir=demo_dir, **{"api.keys": keys}))
     demo_dir.mkdir(parents=True, exist_ok=True)
     typer.echo(f"demo data: {demo_dir}")
 
@@ -101,3 +115,26 @@ def demo(
         sources.append(str(first_seconds(street, len(frames) / fps, demo_dir)))
     typer.echo(f"cameras: {', '.join(sources)}\n")
     run_job(demo_settings, "video:" + ",".join(sources))
+    if serve:
+        serve_review(demo_settings, demo_key)
+    else:
+        typer.echo(
+            "\nTo see the sightings with their faces in the review UI: facerec demo --serve "
+            "(make demo DEMO_FLAGS=--serve)"
+        )
+
+
+def serve_review(demo_settings: Settings, demo_key: str | None) -> None:
+    """The API and its review UI on the demo's stores, until interrupted."""
+    import uvicorn
+
+    from api.app import create_app
+
+    host, port = demo_settings.api.host, demo_settings.api.port
+    typer.echo(f"\nreview UI: http://{host}:{port}/ui  (API docs: http://{host}:{port}/docs)")
+    if demo_key:
+        typer.echo(f"sign in with the demo's admin key (valid while this runs): {demo_key}")
+    else:
+        typer.echo("sign in with one of the configured api.keys")
+    typer.echo("Ctrl-C stops it.")
+    uvicorn.run(create_app(demo_settings), host=host, port=port, log_level="warning")

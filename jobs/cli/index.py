@@ -23,7 +23,7 @@ def build(
 ) -> None:
     """Snapshot every template of the model now; publish the manifest; gc old snapshots."""
     from facerec.models import FACENET_MODEL_ID
-    from index_builder.snapshot import build_snapshot
+    from index_builder.snapshot import build_snapshot, index_options
     from jobs.cli.services import enrollment_service
 
     s = settings(config, flags(**{"index.n_trees": n_trees}))
@@ -37,9 +37,8 @@ def build(
                 service.store,
                 s.snapshots_path(),
                 model_id or FACENET_MODEL_ID,
-                n_trees=cfg.n_trees,
-                seed=cfg.seed,
                 keep=cfg.keep,
+                **index_options(cfg),
             )
     typer.echo(json.dumps({"path": str(info.path), **info.manifest}, indent=2))
 

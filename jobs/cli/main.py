@@ -10,6 +10,7 @@ from typing import Annotated
 import typer
 
 from jobs.cli import api, demo, evidence, index, ingest, job, people, replay, sightings, tools
+from jobs.cli.stack import app as stack_app
 
 app = typer.Typer(help="facerec: real-time face recognition on Apache Flink.", no_args_is_help=True)
 
@@ -36,6 +37,7 @@ app.add_typer(index.app, name="index")
 app.add_typer(people.app, name="people")
 app.add_typer(evidence.app, name="evidence")
 app.add_typer(replay.app, name="replay")
+app.add_typer(stack_app, name="stack")
 
 
 def main() -> None:

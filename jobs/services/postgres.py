@@ -63,7 +63,12 @@ class PostgresCluster(ServiceProcess):
         durable: bool = False,
         settings: Mapping[str, str] | None = None,
         bindir: Path | None = None,
+        port: int | None = None,
+        password: str | None = None,
     ):
+        """``port``: fixed (default: a free loopback port at each start). ``password``: the
+        superuser password of a new cluster (default: generated); a cluster already in
+        ``workdir`` keeps its own."""
         self.bindir = bindir or pg_bindir()
         if not server_installed(self.bindir):
             raise ServiceError(
@@ -76,7 +81,9 @@ class PostgresCluster(ServiceProcess):
         self.os_user = OS_USER if os.geteuid() == 0 else None
         self.datadir = self.workdir / "data"
         self.password_file = self.workdir / "superuser.password"
-        self.port: int | None = None
+        self.port: int | None = port
+        self._port_fixed = port is not None
+        self.initial_password = password
         self.server_version: int | None = None
 
     # ------------------------------------------------------------------ for clients
@@ -120,12 +127,13 @@ class PostgresCluster(ServiceProcess):
         return ["runuser", "-u", self.os_user, "--", *argv] if self.os_user else argv
 
     def configure(self) -> None:
-        self.port = free_port()
+        if not self._port_fixed:
+            self.port = free_port()
         if self.os_user:
             os.chown(self.workdir, *_ids(self.os_user))
         if (self.datadir / "PG_VERSION").is_file():
             return  # a restart: the cluster and its password are already there
-        self.password_file.write_text(secrets.token_urlsafe(24) + "\n")
+        self.password_file.write_text((self.initial_password or secrets.token_urlsafe(24)) + "\n")
         self.password_file.chmod(0o600)
         if self.os_user:
             os.chown(self.password_file, *_ids(self.os_user))

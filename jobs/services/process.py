@@ -133,6 +133,15 @@ class ServiceProcess:
         self.startup_seconds = time.monotonic() - started
         return self
 
+    def restart(self) -> Self:
+        """Stop (if still running) and start again on the same ports, configuration and
+        data: what an operator's restart or a crashed node's recovery does."""
+        started = time.monotonic()
+        self.terminate()
+        self.launch()
+        self._wait_ready(started + self.startup_timeout_s)
+        return self
+
     def popen(self, argv: list[str], env: dict[str, str] | None = None) -> None:
         with open(self.log_path, "ab") as log:
             self.proc = subprocess.Popen(

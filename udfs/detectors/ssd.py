@@ -26,10 +26,26 @@ class SsdDetector(Detector):
         self.net = cv2.dnn.readNetFromCaffe(str(proto), str(weights))
 
     def detect(self, frames: Sequence[np.ndarray]) -> list[list[Detection]]:
+        margins = [self._margin(f) for f in frames]
+        results = self._detect(frames, margins)
+        # The border shrinks a face that is small within a small image (a group photo, a
+        # distant face in a snapshot) below what the network finds: where it found nothing,
+        # look again without it. Tight crops, which the border is for, are found with it.
+        again = [i for i, (found, m) in enumerate(zip(results, margins, strict=True))
+                 if m > 0 and not found]
+        if again:
+            retried = self._detect([frames[i] for i in again], [0.0] * len(again))
+            for i, found in zip(again, retried, strict=True):
+                results[i] = found
+        return results
+
+    def _detect(
+        self, frames: Sequence[np.ndarray], margins: Sequence[float]
+    ) -> list[list[Detection]]:
         if not frames:
             return []
         size = self.config.input_size
-        canvases = [_letterbox(f, self._margin(f)) for f in frames]
+        canvases = [_letterbox(f, m) for f, m in zip(frames, margins, strict=True)]
         blob = cv2.dnn.blobFromImages(
             [c.image for c in canvases], 1.0, (size, size), _MEAN, swapRB=False
         )
