@@ -102,7 +102,7 @@ def require(*roles: ApiRole) -> Callable[..., Principal]:
 AnyRole = Annotated[Principal, Depends(require("admin", "enroll", "query"))]
 EnrollRole = Annotated[Principal, Depends(require("admin", "enroll"))]
 QueryRole = Annotated[Principal, Depends(require("admin", "query"))]
-ReviewRole = Annotated[Principal, Depends(require("admin", "enroll", "query"))]
-"""Reading sightings and unknown faces: queries, and the enroll keys that review them
-(assign and reject need the enroll role, which must see what it corrects)."""
+ReviewRole = AnyRole
+"""Reading sightings, unknown faces and cameras: every role, the enroll keys included,
+because they review (assign and reject need what they correct in view)."""
 AdminRole = Annotated[Principal, Depends(require("admin"))]
