@@ -835,8 +835,8 @@ class ApiKeyConfig(_Section):
     key: SecretStr = Field(..., description="Secret sent in the X-API-Key header.")
     role: ApiRole = Field(
         ...,
-        description="admin: everything; enroll: people and faces; query: recognize, "
-        "verify, events.",
+        description="admin: everything; enroll: people and faces, and reviewing sightings "
+        "and unknown faces; query: recognize, verify, events, sightings, cameras (read only).",
     )
 
 

@@ -13,7 +13,7 @@ from typing import Annotated
 
 import typer
 
-from facerec.config import Settings
+from facerec.config import PLACEHOLDER_API_KEY, Settings
 from jobs import sample_data
 from jobs.cli.common import ConfigOpt, fail, flags, settings
 from jobs.cli.job import run_job
@@ -94,8 +94,10 @@ def demo(
         )
     demo_dir = s.data_dir / "demo"
     demo_key = None
-    if serve and not s.api.keys:
-        # a key for this session only, so that the UI can be opened without configuring one
+    configured = [k for k in s.api.keys if k.key.get_secret_value() != PLACEHOLDER_API_KEY]
+    if serve and not configured:
+        # a key for this session only, so that the UI opens without configuring one (and
+        # without the development placeholder, which nobody should have to know)
         demo_key = secrets.token_urlsafe(18)
     keys = [{"name": "demo", "key": demo_key, "role": "admin"}] if demo_key else None
     demo_settings = settings(config, flags(data_dir=demo_dir, **{"api.keys": keys}))
