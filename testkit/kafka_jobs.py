@@ -237,27 +237,3 @@ def stored_event_ids(settings: Settings, camera_id: str) -> list[str]:
             ids += [e.event_id for e in page]
             if cursor is None:
                 return ids
-
-
-def frames_offsets(settings: Settings) -> tuple[dict[int, int], dict[int, int]]:
-    """(offsets the job's group committed, end offsets) per partition of the frames topic."""
-    from kafka import KafkaAdminClient, TopicPartition
-
-    from jobs.kafka_range import open_consumer
-
-    kafka = settings.kafka
-    admin = KafkaAdminClient(**kafka.client_options())
-    try:
-        committed = admin.list_consumer_group_offsets(settings.job.kafka_group_id)
-    finally:
-        admin.close()
-    consumer = open_consumer(kafka)
-    try:
-        parts = consumer.partitions_for_topic(kafka.frames_topic) or set()
-        ends = consumer.end_offsets([TopicPartition(kafka.frames_topic, p) for p in parts])
-    finally:
-        consumer.close()
-    return (
-        {tp.partition: o.offset for tp, o in committed.items() if tp.topic == kafka.frames_topic},
-        {tp.partition: o for tp, o in ends.items()},
-    )

@@ -15,10 +15,10 @@ from pathlib import Path
 import pytest
 import yaml
 
+from jobs.stack.lag import frames_offsets
 from testkit.kafka_jobs import (
     create_topics,
     finish_ingest,
-    frames_offsets,
     handled_frames,
     job_config,
     publish_gallery,

@@ -90,7 +90,7 @@ def frames_lag(
     kafka = settings.kafka
     lag = Lag(kafka.frames_topic, settings.job.kafka_group_id)
     try:
-        lag.ends, lag.committed = _kafka_offsets(settings)
+        lag.committed, lag.ends = frames_offsets(settings)
     except Exception as exc:  # broker down or unreachable: say so, status goes on
         lag.error = f"Kafka: {exc}"
         return lag
@@ -102,7 +102,9 @@ def frames_lag(
     return lag
 
 
-def _kafka_offsets(settings: Settings) -> tuple[dict[int, int], dict[int, int]]:
+def frames_offsets(settings: Settings) -> tuple[dict[int, int], dict[int, int]]:
+    """(offsets the job's group committed, end offsets) per partition of the frames topic;
+    partitions the group has not committed to are left out."""
     from kafka import KafkaAdminClient, TopicPartition
     from kafka.errors import KafkaError
 
@@ -126,9 +128,9 @@ def _kafka_offsets(settings: Settings) -> tuple[dict[int, int], dict[int, int]]:
     finally:
         consumer.close()
     return (
-        {tp.partition: int(o) for tp, o in ends.items()},
         {tp.partition: o.offset for tp, o in committed.items()
          if tp.topic == kafka.frames_topic and o.offset >= 0},
+        {tp.partition: int(o) for tp, o in ends.items()},
     )
 
 
