@@ -5,10 +5,13 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 from fastapi import FastAPI
+from fastapi.openapi.utils import get_openapi
 
-from api import errors, metrics, ui
+from api import audit, deps, errors, metrics, ui
+from api.routes import audit as audit_routes
 from api.routes import (
     cameras,
     events,
@@ -21,6 +24,7 @@ from api.routes import (
     unknowns,
     verify,
 )
+from api.schemas import UPLOAD_FIELD
 from api.services import Services
 from facerec.config import Settings
 from facerec.eventstore import EventStore
@@ -50,6 +54,7 @@ def create_app(
             services.engine()
         services.matcher.sync()
         services.unknowns.start(settings.unknowns.refresh_interval_s)
+        services.retention.start(settings.retention.sweep_interval_s)
         yield
         services.close()
 
@@ -60,6 +65,7 @@ def create_app(
         lifespan=lifespan,
     )
     app.state.services = services
+    app.state.auth = deps.Authenticator(services)  # keys (configured, stored), rate limits
     app.state.metrics = metrics.ApiMetrics()
     errors.install(app)
     metrics.install(app, app.state.metrics, settings.api.max_upload_bytes)
@@ -74,7 +80,31 @@ def create_app(
         cameras.router,
         index.router,
         health.router,
+        audit_routes.router,
     ):
         app.include_router(router)
     ui.install(app)  # the review UI: /ui, its static files, / redirecting to it
+    audit.install(app)  # every call on biometric data or results is recorded
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:  # built once, on the first request for it
+            app.openapi_schema = openapi_document(app, settings)
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
     return app
+
+
+def openapi_document(app: FastAPI, settings: Settings) -> dict[str, Any]:
+    """FastAPI's document with the errors as they are (``errors.document_errors``) and as
+    many images in an upload field as ``api.max_files`` allows."""
+    doc = get_openapi(
+        title=app.title, version=app.version, description=app.description, routes=app.routes
+    )
+    errors.document_errors(doc)
+    most = settings.api.max_files
+    for schema in doc["components"]["schemas"].values():
+        upload = schema.get("properties", {}).get(UPLOAD_FIELD, {})
+        if upload.get("type") == "array":
+            upload["maxItems"] = min(upload.get("maxItems", most), most)
+    return doc

@@ -1,8 +1,12 @@
-"""FastAPI dependencies: services and API-key authentication with roles."""
+"""FastAPI dependencies: services, and API-key authentication with roles and rate limits.
+
+A key is one of ``api.keys`` (plain ``key`` in development, ``key_hash`` anywhere) or a key
+stored by ``facerec keys create`` (``index_builder.keys``); every comparison takes constant
+time. Every authenticated request then pays its key's rate limit for its route class
+(``api.ratelimit``), so routes need nothing but their role dependency."""
 
 from __future__ import annotations
 
-import hmac
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Annotated
@@ -12,8 +16,10 @@ from fastapi import Depends, Request, Security
 from fastapi.security import APIKeyCookie, APIKeyHeader
 
 from api.errors import ApiError
+from api.ratelimit import RateLimiter, route_class
 from api.services import Services
-from facerec.config import ApiKeyConfig, ApiRole, Settings
+from facerec.config import ApiKeyConfig, ApiRole, Settings, api_key_hash
+from index_builder.keys import KeyStore
 
 KEY_COOKIE = "facerec_key"
 """The cookie the review UI keeps the API key in after login (HttpOnly, SameSite=Strict)."""
@@ -43,12 +49,34 @@ class Principal:
 
 
 def find_key(settings: Settings, key: str) -> ApiKeyConfig | None:
-    """The configured key equal to ``key`` (every key compared, in constant time each)."""
+    """The configured key ``key`` is (every key compared, in constant time each)."""
     found = None
     for k in settings.api.keys:
-        if hmac.compare_digest(k.key.get_secret_value().encode(), key.encode()):
+        if k.matches(key):
             found = k
     return found
+
+
+class Authenticator:
+    """Who a key is, among the configured and the stored keys, and its rate limits."""
+
+    def __init__(self, services: Services) -> None:
+        self.settings = services.settings
+        self.stored = KeyStore(services.store)
+        self.limiter = RateLimiter(services.settings.api.rate_limits)
+
+    def identify(self, key: str) -> Principal | None:
+        configured = find_key(self.settings, key)
+        if configured is not None:
+            return Principal(configured.name, configured.role)
+        stored = self.stored.lookup(key)
+        return Principal(stored.name, stored.role) if stored is not None else None
+
+
+def authenticate(request: Request, key: str) -> Principal | None:
+    """Who ``key`` is (a configured or a stored key), else None; as the routes check it."""
+    auth: Authenticator = request.app.state.auth
+    return auth.identify(key)
 
 
 def same_origin(request: Request) -> bool:
@@ -64,7 +92,6 @@ def require(*roles: ApiRole) -> Callable[..., Principal]:
 
     def check(
         request: Request,
-        services: ServicesDep,
         key: Annotated[str | None, Security(_api_key)] = None,
         cookie: Annotated[str | None, Security(_api_cookie)] = None,
     ) -> Principal:
@@ -83,7 +110,8 @@ def require(*roles: ApiRole) -> Callable[..., Principal]:
                 "missing X-API-Key header",
                 headers={"WWW-Authenticate": "APIKey"},
             )
-        found = find_key(services.settings, key)
+        auth: Authenticator = request.app.state.auth
+        found = auth.identify(key)
         if found is None:
             raise ApiError(
                 401, "unauthorized", "unknown API key", headers={"WWW-Authenticate": "APIKey"}
@@ -94,7 +122,12 @@ def require(*roles: ApiRole) -> Callable[..., Principal]:
                 "forbidden",
                 f"key {found.name!r} has role {found.role!r}; this needs {list(roles)}",
             )
-        return Principal(found.name, found.role)
+        route = getattr(request.scope.get("route"), "path", request.url.path)
+        # buckets by the key's hash: keys of the same name (a rotation) count apart
+        auth.limiter.check(
+            api_key_hash(key), found.name, found.role, route_class(request.method, route)
+        )
+        return found
 
     return check
 

@@ -11,6 +11,12 @@ from pydantic import BaseModel, ConfigDict, Field
 from index_builder.store import Person, Template
 
 PERSON_ID_PATTERN = r"^[A-Za-z0-9_.:-]{1,64}$"
+STORE_INT_MAX = 2**63 - 1
+"""The largest integer every store takes (SQLite INTEGER, PostgreSQL and Cassandra bigint):
+the upper bound of numeric query and path parameters."""
+CURSOR = "The next_cursor of the previous page (400 invalid_cursor for any other)."
+UPLOAD_FIELD = "image"
+"""The multipart field of every upload route, repeated for several images."""
 
 
 class _In(BaseModel):
@@ -77,6 +83,12 @@ class EnrollResult(BaseModel):
 
 
 # ------------------------------------------------------------------ recognition
+class NearestTemplate(BaseModel):
+    person_id: str
+    template_id: str
+    distance: float | None = Field(description="L2 distance; null if none.")
+
+
 class RecognizedFace(BaseModel):
     box: list[float] = Field(description="x1, y1, x2, y2 in pixels.")
     detection_score: float
@@ -85,8 +97,13 @@ class RecognizedFace(BaseModel):
     display_name: str | None = None
     distance: float | None = Field(description="L2 distance to the best template; null if none.")
     score: float = Field(description="Similarity in [0, 1] (1 - distance^2 / 4).")
-    person_id: str | None = Field(description="Best candidate even above the threshold.")
-    template_id: str | None
+    person_id: str | None = Field(description="The person recognised; null when unknown.")
+    template_id: str | None = Field(description="The template matched; null when unknown.")
+    nearest: NearestTemplate | None = Field(
+        None,
+        description="Admin keys only (null for others): the nearest enrolled template, even "
+        "for an unknown face, to debug the threshold.",
+    )
 
 
 class RecognizeResult(BaseModel):
@@ -110,6 +127,12 @@ def finite(x: float) -> float | None:
 
 
 # ------------------------------------------------------------------ events and index
+class Readiness(BaseModel):
+    ready: bool
+    model_loaded: bool = Field(description="The face engine is loaded.")
+    store_reachable: bool = Field(description="The enrollment store answers.")
+
+
 class EventPublic(BaseModel):
     event_id: str
     frame_id: str
@@ -181,9 +204,13 @@ class CameraPublic(BaseModel):
     region: str
     frames_per_s: float = Field(description="Frames handled per second in the newest window.")
     gate_share: float = Field(description="Share of the window's frames the motion gate removed.")
+    shed_share: float = Field(
+        description="Share of the window's frames shed to keep the job's latency budget."
+    )
     frames: int
     analysed: int = Field(description="Frames whose faces were detected and embedded.")
     gated_out: int
+    shed: int = Field(description="Frames that passed the gate but were shed (late).")
     faces: int
     window_start_ms: int
     window_end_ms: int

@@ -16,6 +16,7 @@ from facerec.models import FACENET_MODEL_ID, pipeline_model_id
 from facerec.records import Sighting
 from index_builder.enrollment import EnrollmentService
 from index_builder.publish import IndexPublisher, LocalIndexLog
+from index_builder.retention import RetentionSweep
 from index_builder.review import SightingReview, sighting_evidence_of
 from index_builder.store import EnrollmentStore
 from index_builder.unknowns import UnknownFaces
@@ -73,9 +74,11 @@ class CameraOverview:
     frames: int
     analysed: int
     gated_out: int
+    shed: int
     faces: int
     frames_per_s: float
     gate_share: float
+    shed_share: float
     window_start_ms: int
     window_end_ms: int
     updated_ms: int
@@ -110,6 +113,11 @@ class Services:
             self.publisher,
             self,
             sighting_evidence=sighting_evidence_of(self.event_store),
+            events=self.event_store,
+        )
+        self.audit = self.enrollment.audit
+        self.retention = RetentionSweep(
+            settings, self.event_store, self.enrollment.evidence, self.audit
         )
         self.review = SightingReview(self.enrollment, self.event_store)
         self.unknowns = UnknownFaces(
@@ -143,8 +151,9 @@ class Services:
             cameras.append(
                 CameraOverview(
                     camera_id=c.camera_id, region=c.region, frames=c.frames,
-                    analysed=c.analysed, gated_out=c.gated_out, faces=c.faces,
+                    analysed=c.analysed, gated_out=c.gated_out, shed=c.shed, faces=c.faces,
                     frames_per_s=c.frames_per_s, gate_share=c.gate_share,
+                    shed_share=c.shed_share,
                     window_start_ms=c.window_start_ms, window_end_ms=c.window_end_ms,
                     updated_ms=c.updated_ms, last_sighting=last[0] if last else None,
                 )
@@ -173,6 +182,7 @@ class Services:
 
     def close(self) -> None:
         self.unknowns.stop()  # before the stores it reads close
+        self.retention.stop()
         self.enrollment.evidence.close()
         self.publisher.close()
         self.store.close()

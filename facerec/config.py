@@ -9,6 +9,8 @@ ignored. This module is the only reader of ``FACEREC_*`` environment variables.
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import os
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
@@ -557,6 +559,24 @@ class JobConfig(_Section):
         "restart-strategy.type: none, which the tests use so that a failing task fails the "
         "test instead of being replayed after a restart).",
     )
+    latency_budget_ms: int = Field(
+        200,
+        ge=0,
+        le=600_000,
+        description="A live frame that can no longer be analysed within this many ms of its "
+        "capture is shed after the motion gate instead of queueing for the detector (counted "
+        "per camera, never silent). 0 = analyse every frame however late. Frames recorded "
+        "rather than live (ingest --no-realtime, an unpaced video source) and bounded Kafka "
+        "reads (kafka_bounded) are never shed.",
+    )
+    min_analysed_fps: float = Field(
+        1.0,
+        ge=0,
+        le=100,
+        description="While shedding, each camera still gets a frame analysed at least this "
+        "often, so a busy camera cannot starve another. Cameras x this rate must stay below "
+        "what the job can analyse (README: capacity model). 0 = no floor.",
+    )
     motion: MotionConfig = Field(default_factory=MotionConfig)
     batch: BatchConfig = Field(default_factory=BatchConfig)
     track: TrackConfig = Field(default_factory=TrackConfig)
@@ -785,6 +805,34 @@ class UnknownsConfig(_Section):
     )
 
 
+class RetentionConfig(_Section):
+    """How long records about people are kept, and the sweep that enforces it (the API runs
+    it every ``sweep_interval_s``; `facerec retention sweep` runs it once). The per-frame
+    events' period is ``events.ttl_days`` and the sighting evidence's
+    ``evidence.retention_days``; the sweep enforces those too."""
+
+    sightings_days: int | None = Field(
+        None,
+        ge=0,
+        le=3650,
+        description="Days a sighting is kept, counted from when it was first seen; 0 keeps "
+        "sightings forever; unset: events.ttl_days.",
+    )
+    audit_days: int = Field(
+        365,
+        ge=0,
+        le=36_500,
+        description="Days an audit record (GET /audit) is kept; 0 keeps them forever.",
+    )
+    sweep_interval_s: float = Field(
+        3600.0,
+        ge=0.0,
+        le=7 * 86_400.0,
+        description="The API deletes what is past retention this often in the background; "
+        "0 = never (run `facerec retention sweep` from cron instead).",
+    )
+
+
 class IngestConfig(_Section):
     cameras: list[CameraConfig] = Field(
         default_factory=list, description="Cameras read by `facerec ingest`, each in a thread."
@@ -828,21 +876,114 @@ class IngestConfig(_Section):
 
 ApiRole = Literal["admin", "enroll", "query"]
 PLACEHOLDER_API_KEY = "changeme"
+KEY_HASH_PATTERN = r"^sha256:[0-9a-f]{64}$"
+
+
+def api_key_hash(key: str) -> str:
+    """``sha256:<hex>`` of an API key, the form ``key_hash`` and the key store keep.
+
+    One unsalted SHA-256 is enough here because API keys are random (``facerec keys create``
+    draws 256 bits): slow, salted hashes (bcrypt, argon2) exist to make guessing a
+    low-entropy password expensive, and no guess reaches a 256-bit key, whereas a slow hash
+    would be paid on every request."""
+    return "sha256:" + hashlib.sha256(key.encode()).hexdigest()
 
 
 class ApiKeyConfig(_Section):
     name: str = Field(..., min_length=1, description="Who holds the key (shown in logs).")
-    key: SecretStr = Field(..., description="Secret sent in the X-API-Key header.")
+    key: SecretStr | None = Field(
+        None,
+        description="The key sent in the X-API-Key header, in plain text: development only "
+        "(refused in production; give key_hash instead).",
+    )
+    key_hash: str | None = Field(
+        None,
+        pattern=KEY_HASH_PATTERN,
+        description="sha256:<64 hex digits> of the key (`facerec keys hash` prints it): the "
+        "configuration never holds the key itself.",
+    )
     role: ApiRole = Field(
         ...,
         description="admin: everything; enroll: people and faces, and reviewing sightings "
         "and unknown faces; query: recognize, verify, events, sightings, cameras (read only).",
     )
 
+    @model_validator(mode="after")
+    def _one_form(self) -> ApiKeyConfig:
+        if (self.key is None) == (self.key_hash is None):
+            raise ValueError(f"api key {self.name!r}: give exactly one of key, key_hash")
+        return self
+
+    @property
+    def is_placeholder(self) -> bool:
+        return self.key is not None and self.key.get_secret_value() == PLACEHOLDER_API_KEY
+
+    def matches(self, key: str) -> bool:
+        """Whether ``key`` is this key, compared in constant time (no timing tells how much
+        of a guess was right)."""
+        if self.key is not None:
+            return hmac.compare_digest(self.key.get_secret_value().encode(), key.encode())
+        return hmac.compare_digest(str(self.key_hash).encode(), api_key_hash(key).encode())
+
+
+class RateLimit(_Section):
+    """A token bucket: ``burst`` requests at once, refilled at ``per_minute``."""
+
+    per_minute: int = Field(
+        ...,
+        ge=1,
+        le=1_000_000,
+        description="Requests per minute a key may make in the long run (the refill rate).",
+    )
+    burst: int = Field(
+        ...,
+        ge=1,
+        le=100_000,
+        description="Requests a key may make at once, above the per-minute rate (bucket size).",
+    )
+
+
+class RoleRateLimits(_Section):
+    """One role's limits per route class; ``null``: that class is not limited."""
+
+    recognition: RateLimit | None = Field(
+        default_factory=lambda: RateLimit(per_minute=600, burst=60),
+        description="POST /recognize and /verify (the face engine's work).",
+    )
+    enrollment: RateLimit | None = Field(
+        default_factory=lambda: RateLimit(per_minute=600, burst=60),
+        description="Every change: POST, PATCH, DELETE (people, faces, reviews, unknowns "
+        "named, index rebuilt).",
+    )
+    search: RateLimit | None = Field(
+        default_factory=lambda: RateLimit(per_minute=3000, burst=300),
+        description="Every read: GET (events, sightings, people, unknowns, cameras, images).",
+    )
+
+
+class RateLimitsConfig(_Section):
+    """Per role; each key has buckets of its own (per route class), in each API process."""
+
+    admin: RoleRateLimits = Field(
+        default_factory=RoleRateLimits, description="Limits of admin keys."
+    )
+    enroll: RoleRateLimits = Field(
+        default_factory=RoleRateLimits, description="Limits of enroll keys."
+    )
+    query: RoleRateLimits = Field(
+        default_factory=RoleRateLimits, description="Limits of query keys."
+    )
+
+    def of(self, role: ApiRole) -> RoleRateLimits:
+        limits: RoleRateLimits = getattr(self, role)
+        return limits
+
 
 class ApiConfig(_Section):
     environment: Literal["development", "production"] = Field(
-        "development", description="Outside development, placeholder or short keys are refused."
+        "development",
+        description="production: keys in plain text (api.keys[].key) are refused, only "
+        "key_hash and stored keys (`facerec keys create`) are accepted.",
     )
     host: str = Field("127.0.0.1", description="Address `facerec api` binds.")
     port: int = Field(8000, ge=1, le=65535, description="Port `facerec api` binds.")
@@ -850,22 +991,58 @@ class ApiConfig(_Section):
         default_factory=lambda: [
             ApiKeyConfig(name="dev-admin", key=SecretStr(PLACEHOLDER_API_KEY), role="admin")
         ],
-        description="API keys and their roles (JSON list in FACEREC_API__KEYS).",
+        description="Keys from configuration and their roles (JSON list in "
+        "FACEREC_API__KEYS), beside the stored keys of `facerec keys create`.",
+    )
+    rate_limits: RateLimitsConfig = Field(
+        default_factory=RateLimitsConfig,
+        description="Requests per key and route class (recognition, enrollment, search), by "
+        "the key's role; over it: 429 with Retry-After.",
     )
     max_upload_bytes: int = Field(
         60_000_000, ge=1024, description="Largest request body accepted (all files together)."
     )
     max_files: int = Field(20, ge=1, le=1000, description="Most images in one upload.")
+    header_timeout_s: float = Field(
+        10.0,
+        ge=0.1,
+        le=300.0,
+        description="Time a client has to send a request's line and headers; then the "
+        "connection is closed (slowloris: clients that never finish their headers).",
+    )
+    max_header_bytes: int = Field(
+        65_536,
+        ge=4096,
+        le=1_048_576,
+        description="Largest request line plus headers; above it: 431 and the connection closed.",
+    )
+    body_timeout_s: float = Field(
+        120.0,
+        ge=0.1,
+        le=3600.0,
+        description="Time a client has to send a whole request body (max_upload_bytes at 0.5 "
+        "MB/s by default); then 408 and the connection closed (bodies that never end).",
+    )
+    keep_alive_s: int = Field(
+        5, ge=1, le=300, description="Idle seconds before a keep-alive connection is closed."
+    )
+    max_connections: int = Field(
+        2048,
+        ge=1,
+        le=100_000,
+        description="Open connections served at once; above it new requests get 503. Each "
+        "idle connection costs a few KB; `facerec api` raises its open-files limit to fit.",
+    )
 
     @model_validator(mode="after")
-    def _no_placeholder_outside_development(self) -> ApiConfig:
-        if self.environment != "development":
-            secrets = {k.name: k.key.get_secret_value() for k in self.keys}
-            weak = [n for n, v in secrets.items() if v == PLACEHOLDER_API_KEY or len(v) < 16]
-            if weak:
+    def _no_plain_keys_in_production(self) -> ApiConfig:
+        if self.environment == "production":
+            plain = [k.name for k in self.keys if k.key is not None]
+            if plain:
                 raise ValueError(
-                    f"api keys {weak} are placeholders or shorter than 16 characters; "
-                    f"set real keys (FACEREC_API__KEYS) in {self.environment}"
+                    f"api keys {plain} are given in plain text (key), which production "
+                    "refuses: give key_hash: sha256:<hex> instead (`facerec keys hash` prints "
+                    "it), or store keys with `facerec keys create` and set api.keys to []"
                 )
         return self
 
@@ -936,6 +1113,7 @@ class Settings(BaseSettings):
     api: ApiConfig = Field(default_factory=ApiConfig)
     evidence: EvidenceConfig = Field(default_factory=EvidenceConfig)
     unknowns: UnknownsConfig = Field(default_factory=UnknownsConfig)
+    retention: RetentionConfig = Field(default_factory=RetentionConfig)
 
     # Where each store lives, resolved in one place: a configured path wins over the data
     # directory.

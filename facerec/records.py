@@ -66,6 +66,10 @@ class FrameRecord:
     jpeg: bytes = field(repr=False)
     ingest_ts: int = 0
     """When the ingest agent (or the job's own video source) produced it, epoch ms."""
+    live: bool = True
+    """Captured as it happened (a camera, or a file paced to its own rate): the job may shed
+    it when it can no longer be analysed within its latency budget. A recording read as
+    fast as it decodes is not live and is always analysed."""
 
     def encode(self) -> bytes:
         header = {k: v for k, v in asdict(self).items() if k != "jpeg"}
@@ -204,9 +208,9 @@ class Sighting:
 @dataclass(frozen=True)
 class CameraStatus:
     """What one camera's frames went through in the job's latest status window: how many
-    arrived, how many the motion gate removed and how many were analysed (faces detected and
-    embedded). The job upserts one per camera and window (``job.camera_status_interval_ms``);
-    the API's camera page reads the newest."""
+    arrived, how many the motion gate removed, how many were shed to keep the latency budget
+    and how many were analysed (faces detected and embedded). The job upserts one per camera
+    and window (``job.camera_status_interval_ms``); the API's camera page reads the newest."""
 
     camera_id: str
     region: str
@@ -217,6 +221,8 @@ class CameraStatus:
     analysed: int
     faces: int
     updated_ms: int = field(default_factory=now_ms)
+    shed: int = 0
+    """Frames that passed the gate but were shed to keep the latency budget."""
 
     @property
     def frames_per_s(self) -> float:
@@ -228,6 +234,11 @@ class CameraStatus:
     def gate_share(self) -> float:
         """Share of the window's frames the motion gate removed before detection."""
         return self.gated_out / self.frames if self.frames else 0.0
+
+    @property
+    def shed_share(self) -> float:
+        """Share of the window's frames shed to keep the latency budget."""
+        return self.shed / self.frames if self.frames else 0.0
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), separators=(",", ":"))

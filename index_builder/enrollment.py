@@ -2,8 +2,9 @@
 
 * enroll photos for a person: one acceptable face per photo becomes a template, stored in
   one transaction, then published as deltas so running matchers know it at once;
-* erase a person: templates, their face crops and their sightings' evidence gone, a
-  tombstone published;
+* erase a person: templates, their face crops, their events and sightings with their
+  evidence gone, their id in the audit log replaced by a tombstone id, a tombstone
+  published;
 * remove one template: gone from the store with its crop, a new snapshot published;
 * import a ``name/*.jpg`` tree (the command line and the demo);
 * build a snapshot of every template and publish its manifest.
@@ -28,8 +29,11 @@ from typing import Literal, Protocol
 
 from facerec.config import Settings
 from facerec.errors import FaceRecError
+from facerec.eventstore import DeletedRecords, EventStore
 from facerec.evidence import JPEG, EvidenceStore, open_evidence_store, template_key
+from facerec.evidence.base import person_prefix
 from facerec.models import FACENET_MODEL_ID, pipeline_model_id
+from index_builder.audit import AuditLog, new_tombstone_id
 from index_builder.publish import IndexPublisher
 from index_builder.snapshot import SnapshotInfo, build_snapshot, index_options
 from index_builder.store import (
@@ -113,10 +117,25 @@ class Enrolled:
 
 @dataclass(frozen=True)
 class Erased:
+    """What erasing a person removed, counted."""
+
     change: Change
     published: bool
-    evidence_removed: int = 0
-    """Objects removed from the evidence store (template crops, sighting crops, frames)."""
+    tombstone_id: str
+    """The id that stands for the person in the audit log from now on."""
+    templates: int = 0
+    template_crops: int = 0
+    sighting_evidence: int = 0
+    """Crops and whole frames of the person's sightings."""
+    events: int = 0
+    sightings: int = 0
+    audit_records: int = 0
+    """Audit records whose mention of the person became the tombstone id."""
+
+    @property
+    def evidence_removed(self) -> int:
+        """Objects removed from the evidence store (template crops, sighting crops, frames)."""
+        return self.template_crops + self.sighting_evidence
 
 
 @dataclass(frozen=True)
@@ -171,14 +190,20 @@ class EnrollmentService:
         faces: FaceSource,
         evidence: EvidenceStore | None = None,
         sighting_evidence: Callable[[str], Iterable[str]] | None = None,
+        events: Callable[[], EventStore] | None = None,
+        audit: AuditLog | None = None,
     ) -> None:
         """``evidence``: where template crops go (default: ``open_evidence_store``).
         ``sighting_evidence(person_id)``: the evidence keys of the person's sightings, which
-        erasing the person removes too (the sightings' store knows them)."""
+        erasing the person removes too (the sightings' store knows them). ``events``: the
+        event store, opened when first needed, whose events and sightings of a person
+        erasing removes. ``audit``: the audit log (default: the one in ``store``)."""
         self.settings, self.store, self.publisher = settings, store, publisher
         self.faces = faces
         self.evidence = evidence if evidence is not None else open_evidence_store(settings)
         self.sighting_evidence = sighting_evidence
+        self.events = events
+        self.audit = audit if audit is not None else AuditLog(store)
         self._build_lock = threading.Lock()
 
     def enroll(
@@ -340,20 +365,30 @@ class EnrollmentService:
             raise RepeatedPhoto(f"the same photo is given twice (sha256 {photo.sha256[:12]}...)")
 
     def erase(self, person_id: str) -> Erased:
-        """The person and every template leave the store, with their face crops and the
-        evidence of their sightings; a tombstone reaches the matchers."""
-        self.store.get_person(person_id)  # PersonNotFound before anything is removed
+        """The person and every template leave the store, with their face crops, their
+        events and sightings and those sightings' evidence; the audit log names a tombstone
+        id instead of the person; a tombstone reaches the matchers."""
+        person = self.store.get_person(person_id)  # PersonNotFound before anything goes
         keys = list(self.sighting_evidence(person_id)) if self.sighting_evidence else []
-        # evidence first: if the evidence store fails, nothing is erased and a retry can
-        # finish the job, instead of a person gone from the store with photos left behind
-        removed = self.evidence.erase_person(person_id, keys)
+        # the person's row last: if a store fails on the way, the person is still there and
+        # a retry finishes the job, instead of a person gone with photos or events left behind
+        crops = self.evidence.delete_prefix(person_prefix(person_id))
+        sighting_evidence = self.evidence.erase_sightings(keys)
+        records = self.events().erase_identity(person_id) if self.events else DeletedRecords()
+        tombstone = new_tombstone_id()
+        rewritten = self.audit.replace_subject(person_id, tombstone)
         change = self.store.delete_person(person_id)
+        published = True
         try:
             self.publisher.publish_delete(change)
         except Exception as exc:  # erased in the store; the next snapshot forgets the person
             log.warning("tombstone for %s not published: %s", person_id, exc)
-            return Erased(change, published=False, evidence_removed=removed)
-        return Erased(change, published=True, evidence_removed=removed)
+            published = False
+        return Erased(
+            change, published, tombstone, templates=person.template_count,
+            template_crops=crops, sighting_evidence=sighting_evidence, events=records.events,
+            sightings=records.sightings, audit_records=rewritten,
+        )
 
     def remove_template(self, person_id: str, template_id: str) -> Removed:
         """One template leaves the store with its face crop; a snapshot without it is built

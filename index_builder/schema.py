@@ -7,6 +7,11 @@
   they include, so a matcher knows which deltas a snapshot already covers.
 * ``unknown_faces``, ``unknown_meta``: clusters of unknown faces (``index_builder.unknowns``):
   per unknown sighting the embedding of its crop and its cluster; the clusters' counters.
+* ``api_keys``: the API keys of ``facerec keys create`` (``index_builder.keys``): a public
+  id, name, role and the key's SHA-256 only; revoked keys stay listed.
+* ``audit_records``, ``audit_subjects``: who called what on biometric data and results
+  (``index_builder.audit``): one row per call, one per person it involved. Append-only but
+  for erasure (a person's id becomes a tombstone id) and retention.
 
 Tables carry no schema name: tests isolate themselves with ``schema_translate_map``.
 """
@@ -110,4 +115,45 @@ unknown_meta = Table(
         nullable=False,
         doc="generation: bumped by every write (another process reloads); next_cluster_id",
     ),
+)
+
+api_keys = Table(
+    "api_keys",
+    metadata,
+    Column("id", String(16), primary_key=True, doc="public: part of the key, shown by list"),
+    Column("name", String(128), nullable=False, doc="who holds the key"),
+    Column("role", String(16), nullable=False),
+    Column("key_hash", String(80), nullable=False, doc="sha256:<hex> of the whole key"),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("revoked_at", DateTime(timezone=True), nullable=True),
+)
+
+audit_records = Table(
+    "audit_records",
+    metadata,
+    Column("id", _Seq, primary_key=True, autoincrement=True),
+    Column("at_ms", BigInteger, nullable=False, doc="when the call ended (epoch ms)"),
+    Column("key_name", String(128), nullable=False, doc="'' when no valid key was given"),
+    Column("role", String(16), nullable=False),
+    Column("action", String(32), nullable=False, doc="recognize, verify, people.read, ..."),
+    Column("method", String(8), nullable=False),
+    Column("route", String(256), nullable=False, doc="route template: /people/{person_id}"),
+    Column("status", Integer, nullable=False, doc="HTTP status of the answer"),
+    Column("outcome", String(64), nullable=False, doc="ok, or the error's reason code"),
+    Index("ix_audit_records_at", "at_ms"),
+    Index("ix_audit_records_key", "key_name", "at_ms"),
+    sqlite_autoincrement=True,
+)
+
+audit_subjects = Table(
+    "audit_subjects",
+    metadata,
+    Column(
+        "record_id",
+        _Seq,
+        ForeignKey("audit_records.id", ondelete="CASCADE"),
+        primary_key=True,
+    ),
+    Column("person_id", String(64), primary_key=True, doc="or the tombstone id after erasure"),
+    Index("ix_audit_subjects_person", "person_id"),
 )

@@ -62,6 +62,7 @@ from facerec.eventstore import SightingQuery
 from facerec.eventstore.base import MAX_LIMIT
 from facerec.models import FACENET_MODEL_ID, pipeline_model_id
 from facerec.records import UNKNOWN, Sighting
+from index_builder.periodic import PeriodicTask
 from index_builder.review import EventStoreFn, ReservedPersonId, SightingReview
 from index_builder.schema import unknown_faces, unknown_meta
 from index_builder.store import DuplicatePerson, EnrollmentStore, Person, PersonNotFound
@@ -265,8 +266,7 @@ class UnknownFaces:
         self._pending_lock = threading.Lock()
         self._refresh_lock = threading.Lock()  # one refresh or enroll at a time
         self._state_lock = threading.RLock()  # memory and its database rows
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._background = PeriodicTask("unknown-faces", self.refresh)
 
     # ------------------------------------------------------------------ reading
     def clusters(self, limit: int = 50, *, min_size: int = 1) -> list[UnknownCluster]:
@@ -388,7 +388,7 @@ class UnknownFaces:
         embedded, complete = 0, True
         for i in range(0, len(to_embed), _BATCH):
             late = max_seconds is not None and time.monotonic() - began > max_seconds
-            if late or self._stop.is_set():
+            if late or self._background.stopping.is_set():
                 complete = False
                 break
             batch: list[_Change] = []
@@ -541,27 +541,11 @@ class UnknownFaces:
     # ------------------------------------------------------------------ background
     def start(self, interval_s: float) -> None:
         """Refresh every ``interval_s`` in a daemon thread until ``stop`` (0: never)."""
-        if interval_s <= 0 or self._thread is not None:
-            return
-        self._stop.clear()
-        self._thread = threading.Thread(
-            target=self._run, args=(interval_s,), name="unknown-faces", daemon=True
-        )
-        self._thread.start()
+        self._background.start(interval_s)
 
     def stop(self, timeout_s: float = 30.0) -> None:
         """Stop the background refresh (a refresh under way stops after its batch)."""
-        self._stop.set()
-        thread, self._thread = self._thread, None
-        if thread is not None:
-            thread.join(timeout_s)
-
-    def _run(self, interval_s: float) -> None:
-        while not self._stop.wait(interval_s):
-            try:
-                self.refresh()
-            except Exception:  # the next round retries; the thread must outlive any failure
-                log.exception("refreshing the unknown faces failed; next try in %g s", interval_s)
+        self._background.stop(timeout_s)
 
     # ------------------------------------------------------------------ state
     def _sync(self) -> None:

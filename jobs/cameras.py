@@ -232,6 +232,7 @@ class CameraReader:
                 height=int(image.shape[0]),
                 jpeg=jpeg,
                 ingest_ts=now_ms(),
+                live=self.live or self.cam.realtime,
             )
             self.seq += 1
             return record

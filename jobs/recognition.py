@@ -98,10 +98,13 @@ def build_pipeline(
     frames: DataStream,
     index: DataStream,
     camera_thresholds: dict[str, float] | None = None,
+    shed_late_frames: bool = True,
 ) -> JobStreams:
     """The job proper; it does not know where ``frames`` and ``index`` come from.
     ``camera_thresholds``: camera id -> its own match threshold (default: the cameras of
-    ``ingest.cameras`` that set one, ``Settings.camera_thresholds``)."""
+    ``ingest.cameras`` that set one, ``Settings.camera_thresholds``). ``shed_late_frames``:
+    live frames beyond ``job.latency_budget_ms`` are shed (off for bounded reads, which are
+    audits and backlogs)."""
     records = (
         frames.process(DecodeFrames(), output_type=Types.PICKLED_BYTE_ARRAY())
         .name("decode")
@@ -114,7 +117,10 @@ def build_pipeline(
     recognized = (
         records.key_by(lambda r: r.region, key_type=Types.STRING())
         .connect(index.broadcast(INDEX_STATE))
-        .process(RecognizeFrames(settings, camera_thresholds), output_type=Types.STRING())
+        .process(
+            RecognizeFrames(settings, camera_thresholds, shed_late_frames),
+            output_type=Types.STRING(),
+        )
         .name("recognize")
         .uid("recognize")  # savepoints map its keyed and broadcast state by this id
         .slot_sharing_group(RECOGNIZE_SLOTS)
@@ -184,7 +190,12 @@ def video_job(
 
 
 def kafka_job(env: StreamExecutionEnvironment, settings: Settings) -> JobStreams:
-    return build_pipeline(settings, fs.kafka_frames(env, settings), fs.kafka_index(env, settings))
+    return build_pipeline(
+        settings,
+        fs.kafka_frames(env, settings),
+        fs.kafka_index(env, settings),
+        shed_late_frames=not settings.job.kafka_bounded,
+    )
 
 
 def build_job(

@@ -78,7 +78,7 @@ def test_given_a_face_crop_when_enrolled_as_cropped_then_it_is_matched_as_croppe
     crop = crop_of(data, box)
     r = client.post(
         f"/people/{pid}/faces",
-        files=[("files", ("id.jpg", crop, "image/jpeg"))],
+        files=[("image", ("id.jpg", crop, "image/jpeg"))],
         data={"face_is_cropped": "true"},
         headers=H["enroll"],
     )
@@ -87,14 +87,14 @@ def test_given_a_face_crop_when_enrolled_as_cropped_then_it_is_matched_as_croppe
     assert template["quality"]["ok"] and template["quality"]["face_px"] >= 40
     r = client.post(
         "/verify",
-        files=[("image_a", ("a.jpg", crop, "image/jpeg"))],
+        files=[("image", ("a.jpg", crop, "image/jpeg"))],
         data={"person_id": pid, "face_is_cropped": "true"},
         headers=H["query"],
     )
     assert r.status_code == 200 and r.json()["same"] and r.json()["distance"] < 1e-3, r.text
     r = client.post(
         "/recognize",
-        files=[("file", ("c.jpg", crop_of(data, box, pad=0.02), "image/jpeg"))],
+        files=[("image", ("c.jpg", crop_of(data, box, pad=0.02), "image/jpeg"))],
         data={"face_is_cropped": "true"},
         headers=H["query"],
     )
@@ -109,7 +109,7 @@ def test_given_a_photo_with_a_bystander_when_enrolled_then_refused_or_largest_ta
     main, bystander = sorted(faces)[1], sorted(faces)[2]
     pid = person(client, main)
     group = side_by_side(faces[main][0], faces[bystander][0])
-    upload = [("files", ("group.jpg", group, "image/jpeg"))]
+    upload = [("image", ("group.jpg", group, "image/jpeg"))]
     r = client.post(f"/people/{pid}/faces", files=upload, headers=H["enroll"])
     assert r.status_code == 422 and r.json()["error"] == "several_faces", r.text
     r = client.post(
@@ -119,7 +119,7 @@ def test_given_a_photo_with_a_bystander_when_enrolled_then_refused_or_largest_ta
     for who, same in ((main, True), (bystander, False)):
         r = client.post(
             "/verify",
-            files=[("image_a", ("a.jpg", faces[who][0], "image/jpeg"))],
+            files=[("image", ("a.jpg", faces[who][0], "image/jpeg"))],
             data={"person_id": pid},
             headers=H["query"],
         )
@@ -134,7 +134,7 @@ def test_given_the_same_photo_twice_when_enrolled_then_409_with_the_first_templa
 ):
     name = sorted(faces)[3]
     pid = person(client, name)
-    photo = [("files", ("p.jpg", faces[name][0], "image/jpeg"))]
+    photo = [("image", ("p.jpg", faces[name][0], "image/jpeg"))]
     first = client.post(f"/people/{pid}/faces", files=photo, headers=H["enroll"])
     assert first.status_code == 201, first.text
     again = client.post(f"/people/{pid}/faces", files=photo, headers=H["enroll"])
@@ -153,7 +153,7 @@ def test_given_two_copies_in_one_request_when_enrolled_then_422_and_nothing_stor
 ):
     name = sorted(faces)[4]
     pid = person(client, name)
-    photo = [("files", ("p.jpg", faces[name][0], "image/jpeg"))]
+    photo = [("image", ("p.jpg", faces[name][0], "image/jpeg"))]
     r = client.post(f"/people/{pid}/faces", files=photo + photo, headers=H["enroll"])
     assert r.status_code == 422 and r.json()["error"] == "repeated_photo", r.text
     assert r.json()["detail"].startswith("image 1 (p.jpg): ")

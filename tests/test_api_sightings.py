@@ -309,12 +309,14 @@ def test_given_sightings_of_person_when_erased_then_their_evidence_goes(app, por
     evidence = services.enrollment.evidence
     assert all(evidence.exists(s.evidence_key) for s in theirs)
 
-    assert app.delete(f"/people/{pid}", headers=H["enroll"]).status_code == 204
+    assert app.delete(f"/people/{pid}", headers=H["enroll"]).status_code == 200
     assert not any(evidence.exists(s.evidence_key) for s in theirs)
     assert list(evidence.list_keys(f"templates/{pid}/")) == []
     assert evidence.exists(stranger.evidence_key)  # someone else's evidence stays
+    # the sightings themselves went with the person, and the stranger's stayed
     r = app.get(f"/sightings/{theirs[0].sighting_id}/image", headers=H["query"])
-    assert r.status_code == 404 and r.json()["error"] == "evidence_not_found"
+    assert r.status_code == 404 and r.json()["error"] == "sighting_not_found"
+    assert app.get(f"/sightings/{stranger.sighting_id}", headers=H["query"]).status_code == 200
 
 
 # ------------------------------------------------------------------ reject, measured

@@ -4,6 +4,8 @@
 
 from __future__ import annotations
 
+import io
+
 import cv2
 import numpy as np
 import pytest
@@ -217,6 +219,32 @@ def test_given_gate_that_passed_at_time_zero_when_stored_then_the_pass_time_surv
     gate = MotionGate(MotionConfig())
     gate.last_pass_ms = 0
     assert MotionGate.from_bytes(gate.to_bytes(), MotionConfig()).last_pass_ms == 0
+
+
+def test_given_gate_state_from_an_earlier_checkpoint_when_read_then_same_gate():
+    """Checkpoints and savepoints taken before the raw state format hold ``np.savez``."""
+    config = MotionConfig()
+    gate = MotionGate(config)
+    for i in range(3):
+        gate.check(frame("cam", i, 20 + 15 * i).jpeg, 1000 * i)
+    legacy = io.BytesIO()
+    np.savez(
+        legacy,
+        background=gate.background,
+        counters=np.array([gate.last_pass_ms, gate.frames_in, gate.frames_out], np.int64),
+    )
+    for state in (legacy.getvalue(), gate.to_bytes()):
+        restored = MotionGate.from_bytes(state, config)
+        assert (restored.last_pass_ms, restored.frames_in, restored.frames_out) == (
+            gate.last_pass_ms,
+            gate.frames_in,
+            gate.frames_out,
+        )
+        assert restored.background.dtype == np.float32
+        np.testing.assert_array_equal(restored.background, gate.background)
+    assert len(gate.to_bytes()) < len(legacy.getvalue())
+    with pytest.raises(ValueError, match="not a motion gate state"):
+        MotionGate.from_bytes(b"XXXX" + gate.to_bytes()[4:], config)
 
 
 def test_given_gated_out_frame_then_its_stat_names_the_reason():

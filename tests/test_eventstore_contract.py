@@ -4,6 +4,8 @@ starts from the fetched jars, or the cluster ``FACEREC_CASSANDRA_HOSTS`` names: 
 
 from __future__ import annotations
 
+import base64
+import json
 import uuid
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -26,7 +28,7 @@ from facerec.records import (
 
 
 def _open_cassandra(
-    hosts_spec: str, ttl_days: int, clock: Callable[[], int]
+    hosts_spec: str, ttl_days: int, clock: Callable[[], int], sightings_ttl_days: int | None = None
 ) -> tuple[EventStore, Callable[[], None]]:
     from facerec.eventstore.cassandra import CassandraEventStore
 
@@ -37,7 +39,8 @@ def _open_cassandra(
         port = int(p) if p else port
     keyspace = f"facerec_test_{uuid.uuid4().hex[:12]}"
     store = CassandraEventStore(hosts, port=port, keyspace=keyspace, ttl_days=ttl_days,
-                                consistency="ONE", clock=clock)
+                                sightings_ttl_days=sightings_ttl_days, consistency="ONE",
+                                clock=clock)
 
     def drop() -> None:
         store._session.execute(f"DROP KEYSPACE IF EXISTS {keyspace}", timeout=60)
@@ -53,16 +56,18 @@ def make_store(request, tmp_path: Path) -> Iterator[Callable[..., EventStore]]:
     hosts = request.getfixturevalue("cassandra_hosts") if request.param == "cassandra" else ""
     cleanups = []
 
-    def make(ttl_days: int = 90, clock: Callable[[], int] = now_ms) -> EventStore:
+    def make(ttl_days: int = 90, clock: Callable[[], int] = now_ms,
+             sightings_ttl_days: int | None = None) -> EventStore:
         if request.param == "sqlite":
             from facerec.eventstore.sqlite import SqliteEventStore
 
             store = SqliteEventStore(
-                tmp_path / f"ev-{len(cleanups)}.sqlite", ttl_days=ttl_days, clock=clock
+                tmp_path / f"ev-{len(cleanups)}.sqlite", ttl_days=ttl_days, clock=clock,
+                sightings_ttl_days=sightings_ttl_days,
             )
             cleanups.append(store.close)
             return store
-        store, drop = _open_cassandra(hosts, ttl_days, clock)
+        store, drop = _open_cassandra(hosts, ttl_days, clock, sightings_ttl_days)
         cleanups.append(drop)
         return store
 
@@ -203,6 +208,9 @@ def test_given_bad_arguments_when_search_then_typed_errors(store: EventStore) ->
         store.search(cursor="not-a-cursor")
     with pytest.raises(InvalidCursor):
         store.search(cursor="WyJ4IiwxXQ")  # ["x",1]: wrong types
+    huge = base64.urlsafe_b64encode(json.dumps([2**70, "e"]).encode()).decode()
+    with pytest.raises(InvalidCursor, match="64 bits"):
+        store.search(cursor=huge)
     with pytest.raises(InvalidQuery, match="limit"):
         store.search(limit=0)
     with pytest.raises(InvalidQuery, match="end_ms"):
@@ -230,7 +238,7 @@ def test_given_sqlite_when_retention_passes_then_hidden_and_purged(tmp_path: Pat
     with SqliteEventStore(path, ttl_days=3) as store:  # retention shortened: hidden at once
         assert store.get(old.event_id) is None
         assert store.count() == 1
-        assert store.purge_expired() == 1
+        assert store.purge_expired().events == 1
     with SqliteEventStore(path, ttl_days=30) as store:  # and really gone
         assert store.count() == 1
 
@@ -473,3 +481,60 @@ def test_given_a_moving_clock_when_retention_runs_out_then_events_and_sightings_
     assert store.get(doomed.event_id) is None and store.get_sighting(s.sighting_id) is None
     assert all_pages(store, 10) == [kept]
     assert store.search_sightings(SightingQuery(), limit=10) == ([], None)
+
+
+# ------------------------------------------------------- deletion: retention sweep, erasure
+def test_given_a_set_clock_when_purged_then_only_rows_past_each_retention_go(make_store) -> None:
+    """Events kept 2 days, sightings 5: the clock moves 3 days on, and the sweep deletes
+    the events (and their bucket rows) but not the sightings, then the sightings too."""
+    now = [FIXED_DAY + DAY_MS]
+    store = make_store(ttl_days=2, sightings_ttl_days=5, clock=lambda: now[0])
+    d = FIXED_DAY
+    old = [event("cam-a", d, seq=1), event("cam-b", d + HOUR_MS, identity="bob", seq=2)]
+    new = event("cam-a", d + DAY_MS, seq=3)
+    s_old, s_new = sighting("cam-a", d, n=1), sighting("cam-a", d + 4 * DAY_MS, n=2)
+    assert store.write([*old, new]) == 3
+    now[0] = d + 4 * DAY_MS
+    assert store.write_sightings([s_old, s_new]) == 2
+    now[0] = d + 2 * DAY_MS + HOUR_MS + 1  # past both old events, not the new one
+    removed = store.purge_expired()
+    assert (removed.events, removed.sightings) == (2, 0)
+    assert all(store.get(e.event_id) is None for e in old)
+    assert all_pages(store, 10) == [new]
+    assert all_pages(store, 10, identity="bob") == []
+    assert all_pages(store, 10, camera_id="cam-a") == [new]
+    assert store.get_sighting(s_old.sighting_id) == s_old  # sightings: 5 days
+    assert store.purge_expired(now=d + 5 * DAY_MS + 1).sightings == 1
+    assert store.get_sighting(s_old.sighting_id) is None
+    assert store.search_sightings(SightingQuery(), limit=10)[0] == [s_new]
+    assert store.purge_expired(now=d + 5 * DAY_MS + 1) == type(removed)(0, 0)  # idempotent
+
+
+def test_given_zero_retention_when_purged_then_nothing_goes(make_store) -> None:
+    store = make_store(ttl_days=0, clock=lambda: FIXED_DAY)
+    e = event("cam-a", FIXED_DAY - 3000 * DAY_MS)
+    assert store.write([e]) == 1
+    assert store.purge_expired(now=FIXED_DAY + 3000 * DAY_MS) == type(
+        store.purge_expired())(0, 0)
+    assert store.get(e.event_id) == e
+
+
+def test_given_a_person_when_erased_then_their_events_and_sightings_go_only(make_store) -> None:
+    store = make_store()
+    t = now_ms() - DAY_MS
+    alice = [event(f"cam-{i % 2}", t + i * HOUR_MS, identity="alice", seq=i) for i in range(5)]
+    bob = [event("cam-0", t + i, identity="bob", seq=10 + i) for i in range(3)]
+    sightings = [sighting("cam-0", t + i, identity=("alice", "bob")[i % 2], n=i)
+                 for i in range(4)]
+    store.write([*alice, *bob])
+    store.write_sightings(sightings)
+    removed = store.erase_identity("alice")
+    assert (removed.events, removed.sightings) == (5, 2)
+    assert all(store.get(e.event_id) is None for e in alice)
+    assert all_pages(store, 3) == newest_first(bob)
+    assert all_pages(store, 3, identity="alice") == []
+    assert all_pages(store, 3, camera_id="cam-1") == []
+    left, _ = store.search_sightings(SightingQuery(), limit=10)
+    assert {s.identity for s in left} == {"bob"} and len(left) == 2
+    assert store.erase_identity("alice") == type(removed)(0, 0)
+    assert store.erase_identity("nobody") == type(removed)(0, 0)

@@ -126,8 +126,10 @@ def test_given_scene_when_job_runs_then_right_people_and_static_frames_gated(
     events, dead, stats = _collect(settings, f"video:{video}", sightings=published)
 
     assert dead == []
-    # every frame is accounted for: analysed or gated out
+    # every frame is accounted for: analysed or gated out. The video is read as fast as it
+    # decodes (not live): however late its frames, none is shed
     assert len(stats) == len(truth)
+    assert not [s for s in stats if s.get("shed")]
     seq = lambda frame_id: int(frame_id.rsplit(":", 1)[1])  # noqa: E731
     gated = {seq(s["frame_id"]) for s in stats if not s["passed"]}
     static = {i for i, (_, moving) in enumerate(truth) if not moving}
@@ -183,6 +185,50 @@ def test_given_scene_when_job_runs_then_right_people_and_static_frames_gated(
     assert status.camera_id == stats[0]["camera_id"]
     assert (status.frames, status.gated_out) == (len(stats), len(gated))
     assert status.faces == sum(s["faces"] for s in stats) and status.frames_per_s > 0
+
+
+def test_given_live_frames_over_the_budget_when_job_runs_then_shed_counted_and_floor_kept(
+    tmp_path, gallery, scene
+):
+    """A budget no frame can meet (1 ms): every live frame that moved is shed, except the
+    camera's first, the gate's keep-alives and two a second of capture per camera (the
+    floor). Every frame is still accounted for, and people are still named from the frames
+    analysed."""
+    from facerec.eventstore import open_event_store
+
+    video, truth = scene
+    settings, _, _ = _world(
+        tmp_path,
+        gallery,
+        video={"realtime": True, "loop": 1, "region": "lobby"},
+        latency_budget_ms=1,
+        min_analysed_fps=2.0,
+        camera_status_interval_ms=3_600_000,
+    )
+    events, dead, stats = _collect(settings, f"video:{video}")
+
+    assert dead == []
+    assert len(stats) == len(truth), "every frame gated out, shed or analysed"
+    outcomes = Counter(
+        "gated_out" if not s["passed"] else "shed" if s.get("shed") else "analysed"
+        for s in stats
+    )
+    assert {s["reason"] for s in stats if s.get("shed")} == {"over_budget"}
+    analysed = sorted(
+        int(s["frame_id"].rsplit(":", 1)[1]) for s in stats if s["passed"] and not s.get("shed")
+    )
+    # 110 frames at 10 fps: 11 s of capture, so at most 22 floor frames plus the first and
+    # keep-alives; at least one in each person's 0.8 s of walking in
+    assert outcomes["shed"] >= 0.5 * (outcomes["shed"] + outcomes["analysed"]), outcomes
+    assert 5 <= len(analysed) <= 2 * 11 + 1 + 11 // 5, (outcomes, analysed)
+    assert analysed[0] == 0, "the camera's first frame is never shed"
+    named = {e["identity"] for e in events} - {"unknown"}
+    assert len(named) >= 3, (named, outcomes)
+    with open_event_store(settings) as store:
+        (status,) = store.camera_statuses()
+    assert (status.frames, status.gated_out, status.shed, status.analysed) == (
+        len(stats), outcomes["gated_out"], outcomes["shed"], outcomes["analysed"]
+    )
 
 
 def test_given_new_snapshot_mid_stream_when_published_then_matches_change(tmp_path, gallery, scene):

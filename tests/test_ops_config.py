@@ -19,8 +19,8 @@ COMPOSE = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
 SERVICES: dict[str, dict] = COMPOSE["services"]
 COMPOSE_TEXT = (ROOT / "docker-compose.yml").read_text()
 REQUIRED_VARS = {
-    "POSTGRES_PASSWORD", "FACEREC_ADMIN_API_KEY", "FACEREC_ENROLL_API_KEY",
-    "FACEREC_QUERY_API_KEY", "GRAFANA_ADMIN_PASSWORD", "CAMERA_URL",
+    "POSTGRES_PASSWORD", "FACEREC_ADMIN_API_KEY_HASH", "FACEREC_ENROLL_API_KEY_HASH",
+    "FACEREC_QUERY_API_KEY_HASH", "GRAFANA_ADMIN_PASSWORD", "CAMERA_URL",
 }
 ONE_SHOT = {"kafka-init", "job-submitter"}
 VAR = re.compile(r"\$\{([A-Z0-9_]+)(:?[?\-][^}]*)?\}")

@@ -126,7 +126,7 @@ def enroll(api: str, key: str, photos: list[Path], wanted: int = 3) -> int:
               "application/json")
     enrolled = 0
     for photo in photos:
-        body, content_type = multipart("files", photo)
+        body, content_type = multipart("image", photo)
         try:
             http_json(f"{api}/people/{PERSON}/faces", key, body, content_type, timeout=120)
             enrolled += 1

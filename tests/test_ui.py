@@ -291,7 +291,7 @@ def test_given_camera_status_then_cameras_page_shows_rate_gate_share_and_last_si
     page.get_by_role("link", name="Cameras").click()
     row = page.locator('tr[data-camera-id="cam-ui-9"]')
     expect(row.locator("td")).to_have_text(
-        ["hall", "5.0", "80%", "50 (10)", re.compile(r"\d"), re.compile(r"unknown\s*$")]
+        ["hall", "5.0", "80%", "0%", "50 (10)", re.compile(r"\d"), re.compile(r"unknown\s*$")]
     )
     page.context.close()
 

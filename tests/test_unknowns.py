@@ -427,7 +427,7 @@ def test_given_a_cluster_when_enrolled_then_person_is_recognised_at_once(site, c
     def recognised() -> list[str]:
         out = []
         for photo in others:
-            files = {"file": (photo.name, photo.read_bytes(), "image/jpeg")}
+            files = {"image": (photo.name, photo.read_bytes(), "image/jpeg")}
             r = client.post("/recognize", files=files, headers=H["query"])
             assert r.status_code == 200, r.text
             out.append(r.json()["faces"][0]["identity"])
@@ -547,13 +547,13 @@ def test_given_the_app_running_then_background_refresh_catches_up_and_survives_e
     with TestClient(create_app(settings, engine=engine)) as client:
         services: Services = client.app.state.services  # type: ignore[attr-defined]
         unknowns = services.unknowns
-        thread = unknowns._thread
-        assert thread is not None and thread.is_alive()
+        background = unknowns._background
+        assert background.running
         # the database fails under it: the refresh fails, is logged, and the thread goes on
         with services.store.engine.begin() as conn:
             conn.execute(text("DROP TABLE unknown_meta"))
         deadline = time.monotonic() + 20
-        while "refreshing the unknown faces failed" not in caplog.text:
+        while "unknown-faces failed" not in caplog.text:
             assert time.monotonic() < deadline, "no failed refresh logged"
             time.sleep(0.1)
         services.store.create_schema()
@@ -562,8 +562,8 @@ def test_given_the_app_running_then_background_refresh_catches_up_and_survives_e
             assert time.monotonic() < deadline + 20, "the background refresh did not catch up"
             time.sleep(0.1)
         assert unknowns.cluster(unknowns.clusters()[0].cluster_id).sighting_ids == [s.sighting_id]
-        assert thread.is_alive()
-    assert not thread.is_alive()  # stopped with the app
+        assert background.running
+    assert not background.running  # stopped with the app
 
 
 @pytest.mark.data

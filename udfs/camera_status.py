@@ -1,4 +1,4 @@
-"""Per-camera status windows from the job's frame outcomes: frames, gated out, analysed.
+"""Per-camera status windows from the job's frame outcomes: frames, gated out, shed, analysed.
 
 The job feeds every ``FrameStat`` in; a camera's window closes at the first frame handled
 ``interval_ms`` or more after it opened, and the closed window is what the camera page shows
@@ -22,6 +22,7 @@ class _Window:
     end_ms: int
     frames: int = 0
     gated_out: int = 0
+    shed: int = 0
     analysed: int = 0
     faces: int = 0
 
@@ -29,7 +30,7 @@ class _Window:
         return CameraStatus(
             camera_id=camera_id, region=self.region, window_start_ms=self.start_ms,
             window_end_ms=self.end_ms, frames=self.frames, gated_out=self.gated_out,
-            analysed=self.analysed, faces=self.faces,
+            shed=self.shed, analysed=self.analysed, faces=self.faces,
         )
 
 
@@ -45,9 +46,12 @@ class CameraStatusWindows:
             window = self._open[stat.camera_id] = _Window(stat.region, stat.done_ms, stat.done_ms)
         window.end_ms = max(window.end_ms, stat.done_ms)
         window.frames += 1
-        if stat.passed:
+        outcome = stat.outcome
+        if outcome == "analysed":
             window.analysed += 1
             window.faces += stat.faces
+        elif outcome == "shed":
+            window.shed += 1
         else:
             window.gated_out += 1
         if window.end_ms - window.start_ms < self.interval_ms:

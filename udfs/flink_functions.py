@@ -54,6 +54,7 @@ from udfs.pipeline import (
     observations,
     to_events,
 )
+from udfs.shedding import LoadShedder
 from udfs.sightings import SightingTracker, SightingUpdate
 from udfs.track import FaceTracks
 
@@ -70,6 +71,8 @@ STAGES = (("gate", "ingest"), ("detect", "gate"), ("embed", "detect"), ("match",
 
 Output = str | tuple[OutputTag, str]
 """What the functions yield: a record for the main output, or (side output, record)."""
+Label = tuple[str, str] | None
+"""A metric's extra label (name, value) beside ``stage`` and ``camera``."""
 
 
 def _stat_json(stat: FrameStat) -> str:
@@ -82,8 +85,8 @@ class _Metrics:
 
     def __init__(self, ctx: RuntimeContext, operator: str) -> None:
         self.group = ctx.get_metrics_group().add_group("facerec").add_group("stage", operator)
-        self._counters: dict[tuple[str, str], Counter] = {}
-        self._deferred: list[tuple[str, str, int, object]] = []
+        self._counters: dict[tuple[str, str, Label], Counter] = {}
+        self._deferred: list[tuple[str, str, int, Label]] = []
         self._deferring = False
 
     @contextmanager
@@ -99,23 +102,27 @@ class _Metrics:
 
     def flush_deferred(self) -> None:
         deferred, self._deferred = self._deferred, []
-        for name, camera, n, le in deferred:
-            self._count(name, camera, n, le)
+        for name, camera, n, label in deferred:
+            self._count(name, camera, n, label)
 
-    def _count(self, name: str, camera: str, n: int, le: object = None) -> None:
+    def _count(self, name: str, camera: str, n: int, label: Label = None) -> None:
         if self._deferring:
-            self._deferred.append((name, camera, n, le))
+            self._deferred.append((name, camera, n, label))
             return
-        key = (name if le is None else f"{name}@{le}", camera)
+        key = (name, camera, label)
         if key not in self._counters:
             group = self.group.add_group("camera", camera) if camera else self.group
-            if le is not None:
-                group = group.add_group("le", str(le))
+            if label is not None:
+                group = group.add_group(*label)
             self._counters[key] = group.counter(name)
         self._counters[key].inc(n)
 
     def inc(self, name: str, camera: str = "", n: int = 1) -> None:
         self._count(name, camera, n)
+
+    def inc_reason(self, name: str, camera: str, reason: str) -> None:
+        """Count one with a ``reason`` label (why a frame was shed)."""
+        self._count(name, camera, 1, ("reason", reason))
 
     def histogram(self, name: str, value_ms: float, camera: str = "") -> None:
         """Prometheus-style cumulative buckets as counters with an ``le`` label, so
@@ -123,11 +130,8 @@ class _Metrics:
         reporter's output (Python user metrics have no histogram type)."""
         for bound in LATENCY_BUCKETS_MS:
             if value_ms <= bound:
-                self.inc_labelled(name, camera, bound)
-        self.inc_labelled(name, camera, "+Inf")
-
-    def inc_labelled(self, name: str, camera: str, le: object) -> None:
-        self._count(name, camera, 1, le)
+                self._count(name, camera, 1, ("le", str(bound)))
+        self._count(name, camera, 1, ("le", "+Inf"))
 
 
 class DecodeFrames(ProcessFunction):
@@ -174,13 +178,21 @@ class RecognizeFrames(KeyedBroadcastProcessFunction):
       restored job goes on with the same sightings. Their best faces go to the evidence
       store as they improve; the sightings leave through the ``sightings`` side output.
 
+    Live frames that can no longer be analysed within ``job.latency_budget_ms`` are shed
+    after the gate (``LoadShedder``, udfs/shedding.py), unless ``shed_late_frames`` is off
+    (bounded inputs: audits and backlogs are analysed whole).
+
     State names and the operator's uid (``recognize``, jobs/recognition.py) are what a
     savepoint maps by: keep them."""
 
     def __init__(
-        self, settings: Settings, camera_thresholds: Mapping[str, float] | None = None
+        self,
+        settings: Settings,
+        camera_thresholds: Mapping[str, float] | None = None,
+        shed_late_frames: bool = True,
     ) -> None:
         self.settings = settings  # pickled with the function: secrets stay intact
+        self.shed_late_frames = shed_late_frames
         # camera id -> its own match threshold (CameraOptions.match_threshold); the others
         # are matched with match.threshold
         self.camera_thresholds = dict(
@@ -195,6 +207,9 @@ class RecognizeFrames(KeyedBroadcastProcessFunction):
         self.tracks = FaceTracks(self.settings.job.track)
         opened = now_ms()
         self.policy = BatchPolicy(self.settings.job.batch, opened_ms=opened)
+        job = self.settings.job
+        budget = job.latency_budget_ms if self.shed_late_frames else 0
+        self.shedder = LoadShedder(budget, job.min_analysed_fps)
         self.end_of_input_timer = opened  # one timer per key, however many batches
         self.end_of_input_keys: set[str] = set()
         self.gates = ctx.get_map_state(
@@ -317,8 +332,20 @@ class RecognizeFrames(KeyedBroadcastProcessFunction):
             return
         self.metrics.inc("frames_passed", record.camera_id)
         gated_at = now_ms()
-        item = (record, {"ingest": record.ingest_ts, "gate": gated_at})
         buffered = self.pending.value() or 0
+        if record.live:
+            shed = self.shedder.shed_reason(
+                camera_id=record.camera_id,
+                capture_ts=record.capture_ts,
+                gate_reason=decision.reason,
+                buffered=buffered,
+                now=gated_at,
+            )
+            if shed is not None:
+                self.metrics.inc_reason("frames_shed", record.camera_id, shed)
+                yield FRAME_STATS, _stat_json(FrameStat.shed_frame(record, shed))
+                return
+        item = (record, {"ingest": record.ingest_ts, "gate": gated_at})
         action = self.policy.on_frame(
             ingest_ts=record.ingest_ts,
             buffered=buffered,
@@ -375,10 +402,13 @@ class RecognizeFrames(KeyedBroadcastProcessFunction):
     def _analyze(self, batch: list[BatchItem], matcher: Matcher) -> Iterator[Output]:
         started = time.perf_counter()
         candidates, dead, stats = analyze_batch(self.engine, batch, self.tracks)
+        events = to_events(candidates, matcher, self.camera_thresholds)
+        elapsed_ms = (time.perf_counter() - started) * 1000
+        self.shedder.observe(len(batch), elapsed_ms)
         # counters, not distributions: the Prometheus reporter exports no distribution value
         self.metrics.inc("batches")
         self.metrics.inc("batch_frames", n=len(batch))
-        self.metrics.inc("batch_ms", n=round((time.perf_counter() - started) * 1000))
+        self.metrics.inc("batch_ms", n=round(elapsed_ms))
         for d in dead:
             self.metrics.inc("dead_letters", d.camera_id or "")
             yield DEAD_LETTERS, d.to_json()
@@ -389,7 +419,6 @@ class RecognizeFrames(KeyedBroadcastProcessFunction):
         for c in candidates:  # FaceNet passes; reused embeddings are counted above
             if "reused" not in c.stages:
                 self.metrics.inc("faces_embedded", c.camera_id)
-        events = to_events(candidates, matcher, self.camera_thresholds)
         tracker = self._sightings()
         updates = tracker.observe(observations(candidates, events))
         yield from self._publish(tracker, updates)

@@ -9,6 +9,7 @@ the JPEG at 1/8 scale (libjpeg DCT scaling), which costs a fraction of a full de
 from __future__ import annotations
 
 import io
+import struct
 from dataclasses import dataclass
 
 import cv2
@@ -16,10 +17,22 @@ import numpy as np
 
 from facerec.config import MotionConfig
 from facerec.errors import InvalidImage
+from udfs.image import check_header
+
+_STATE = struct.Struct(">4sqqqII")
+"""Gate state header: magic, last pass (epoch ms, -1 none), frames in, frames out, background
+height and width; the background's pixels follow."""
+_STATE_MAGIC = b"MG02"
+_NPZ_MAGIC = b"PK"
+"""The zip container of the earlier ``np.savez`` state."""
+_PIXELS = np.dtype("<f4")
 
 
 def thumbnail(jpeg: bytes, width: int) -> np.ndarray:
-    """Grey float32 thumbnail of the given width, blurred to ignore sensor noise."""
+    """Grey float32 thumbnail of the given width, blurred to ignore sensor noise. The
+    header's limits (size, pixels, JPEG scans) are checked first, as for any image: a frame
+    from Kafka can be a decompression bomb too."""
+    check_header(jpeg)
     buf = np.frombuffer(jpeg, dtype=np.uint8)
     grey = cv2.imdecode(buf, cv2.IMREAD_REDUCED_GRAYSCALE_8)
     if grey is None:
@@ -81,21 +94,32 @@ class MotionGate:
         return GateDecision(True, reason, changed)
 
     def to_bytes(self) -> bytes:
+        """A fixed header and the background's raw float32 pixels. The job writes this to
+        keyed state for every frame, so it must be cheap: ``np.savez``'s zip container cost
+        more than the gate check itself."""
         last_pass = -1 if self.last_pass_ms is None else self.last_pass_ms  # -1: none yet
-        out = io.BytesIO()
-        np.savez(
-            out,
-            background=self.background if self.background is not None else np.zeros(0, np.float32),
-            counters=np.array([last_pass, self.frames_in, self.frames_out], np.int64),
+        bg = self.background if self.background is not None else np.zeros((0, 0), np.float32)
+        height, width = bg.shape
+        header = _STATE.pack(
+            _STATE_MAGIC, last_pass, self.frames_in, self.frames_out, height, width
         )
-        return out.getvalue()
+        return header + np.ascontiguousarray(bg, dtype=_PIXELS).tobytes()
 
     @classmethod
     def from_bytes(cls, data: bytes, config: MotionConfig) -> MotionGate:
+        """Reads ``to_bytes`` and the ``np.savez`` form that checkpoints and savepoints taken
+        before it hold."""
         gate = cls(config)
-        with np.load(io.BytesIO(data)) as z:
-            bg = z["background"]
-            gate.background = bg if bg.size else None
-            last, gate.frames_in, gate.frames_out = (int(v) for v in z["counters"])
-            gate.last_pass_ms = None if last < 0 else last
+        if data[:2] == _NPZ_MAGIC:
+            with np.load(io.BytesIO(data)) as z:
+                bg = z["background"]
+                last, gate.frames_in, gate.frames_out = (int(v) for v in z["counters"])
+        else:
+            magic, last, gate.frames_in, gate.frames_out, height, width = _STATE.unpack_from(data)
+            if magic != _STATE_MAGIC:
+                raise ValueError(f"not a motion gate state: magic {magic!r}")
+            bg = np.frombuffer(data, _PIXELS, height * width, _STATE.size).reshape(height, width)
+            bg = bg.astype(np.float32)  # a writable copy in native order
+        gate.background = bg if bg.size else None
+        gate.last_pass_ms = None if last < 0 else last
         return gate

@@ -82,10 +82,23 @@ class FrameStat:
     done_ms: int = field(default_factory=now_ms)
     """When the gate dropped the frame or its faces were embedded (epoch ms): the time
     base of sustained-throughput figures."""
+    shed: bool = False
+    """It passed the gate but was not analysed: ``reason`` says why (udfs/shedding.py)."""
+
+    @property
+    def outcome(self) -> str:
+        """Every frame is exactly one of ``gated_out``, ``shed`` or ``analysed``."""
+        if not self.passed:
+            return "gated_out"
+        return "shed" if self.shed else "analysed"
 
     @classmethod
     def gated_out(cls, record: FrameRecord, decision: GateDecision) -> FrameStat:
         return cls(record.camera_id, record.region, record.frame_id, False, decision.reason)
+
+    @classmethod
+    def shed_frame(cls, record: FrameRecord, reason: str) -> FrameStat:
+        return cls(record.camera_id, record.region, record.frame_id, True, reason, shed=True)
 
 
 BatchItem = tuple[FrameRecord, dict[str, int]]

@@ -8,8 +8,8 @@ from typing import Annotated
 from fastapi import APIRouter, Query
 
 from api.deps import QueryRole, ServicesDep
-from api.errors import ApiError
-from api.schemas import EventPublic, EventsPage
+from api.errors import ApiError, answers
+from api.schemas import CURSOR, STORE_INT_MAX, EventPublic, EventsPage
 from facerec.records import RecognitionEvent
 
 router = APIRouter(prefix="/events", tags=["events"])
@@ -21,17 +21,22 @@ def _public(e: RecognitionEvent) -> EventPublic:
     return EventPublic(**d)
 
 
-@router.get("", response_model=EventsPage)
+@router.get("", response_model=EventsPage, responses=answers(400))
 def search_events(
     services: ServicesDep,
     _: QueryRole,
     camera_id: str | None = None,
     region: str | None = None,
     identity: Annotated[str | None, Query(description="person id or 'unknown'")] = None,
-    start_ms: Annotated[int | None, Query(ge=0, description="capture time >= (epoch ms)")] = None,
-    end_ms: Annotated[int | None, Query(ge=0, description="capture time < (epoch ms)")] = None,
+    start_ms: Annotated[
+        int | None, Query(ge=0, le=STORE_INT_MAX, description="capture time >= (epoch ms)")
+    ] = None,
+    end_ms: Annotated[
+        int | None,
+        Query(ge=0, le=STORE_INT_MAX, description="capture time < (epoch ms), > start_ms"),
+    ] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-    cursor: str | None = None,
+    cursor: Annotated[str | None, Query(description=CURSOR)] = None,
 ) -> EventsPage:
     if start_ms is not None and end_ms is not None and end_ms <= start_ms:
         raise ApiError(400, "invalid_query", f"end_ms {end_ms} must be after start_ms {start_ms}")

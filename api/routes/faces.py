@@ -9,7 +9,7 @@ from typing import Annotated
 from fastapi import APIRouter, File, Form, Response, UploadFile, status
 
 from api.deps import EnrollRole, ServicesDep
-from api.errors import ApiError, from_domain
+from api.errors import ApiError, answers, from_domain
 from api.schemas import EnrollResult, TemplatePublic
 from api.uploads import check_count, read_image
 from index_builder.enrollment import FaceChoice, Photo, PhotoRefused
@@ -19,10 +19,18 @@ log = logging.getLogger(__name__)
 router = APIRouter(prefix="/people", tags=["faces"])
 
 
-@router.post("/{person_id}/faces", status_code=status.HTTP_201_CREATED, response_model=EnrollResult)
+@router.post(
+    "/{person_id}/faces",
+    status_code=status.HTTP_201_CREATED,
+    response_model=EnrollResult,
+    responses=answers(409),
+)
 def enroll_faces(
     person_id: str,
-    files: Annotated[list[UploadFile], File(description="One or more images, one face each.")],
+    image: Annotated[
+        list[UploadFile],
+        File(min_length=1, description="One or more images, one face each (repeat the field)."),
+    ],
     services: ServicesDep,
     _: EnrollRole,
     face_is_cropped: Annotated[
@@ -44,10 +52,10 @@ def enroll_faces(
     choice: FaceChoice = (
         "cropped" if face_is_cropped else "largest" if largest_face else "single"
     )
-    check_count(files, services.settings)
+    check_count(image, services.settings)
     services.store.get_person(person_id)  # 404 before reading the uploads
     photos = []
-    for i, upload in enumerate(files):
+    for i, upload in enumerate(image):
         label = f"image {i} ({upload.filename or 'upload'})"
         photos.append(Photo(label, read_image(upload, services.settings, label)))
     try:

@@ -9,7 +9,16 @@ from typing import Annotated
 from fastapi import APIRouter, Body, Query, Response
 
 from api.deps import EnrollRole, ReviewRole, ServicesDep
-from api.schemas import SightingAssign, SightingPublic, SightingReject, SightingsPage, finite
+from api.errors import answers
+from api.schemas import (
+    CURSOR,
+    STORE_INT_MAX,
+    SightingAssign,
+    SightingPublic,
+    SightingReject,
+    SightingsPage,
+    finite,
+)
 from facerec.eventstore import SightingQuery
 from facerec.records import Sighting
 
@@ -28,7 +37,7 @@ def public_sighting(s: Sighting) -> SightingPublic:
     return SightingPublic(**d)
 
 
-@router.get("", response_model=SightingsPage)
+@router.get("", response_model=SightingsPage, responses=answers(400))
 def search_sightings(
     services: ServicesDep,
     _: ReviewRole,
@@ -38,10 +47,15 @@ def search_sightings(
     unknown: Annotated[
         bool | None, Query(description="true: only unknown faces; false: only named ones")
     ] = None,
-    start_ms: Annotated[int | None, Query(ge=0, description="first seen >= (epoch ms)")] = None,
-    end_ms: Annotated[int | None, Query(ge=0, description="first seen < (epoch ms)")] = None,
+    start_ms: Annotated[
+        int | None, Query(ge=0, le=STORE_INT_MAX, description="first seen >= (epoch ms)")
+    ] = None,
+    end_ms: Annotated[
+        int | None,
+        Query(ge=0, le=STORE_INT_MAX, description="first seen < (epoch ms), > start_ms"),
+    ] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-    cursor: str | None = None,
+    cursor: Annotated[str | None, Query(description=CURSOR)] = None,
 ) -> SightingsPage:
     """Newest first (by first seen); ``next_cursor`` fetches the next page. An empty time
     range is refused by ``SightingQuery`` (400 ``invalid_query``)."""
@@ -97,7 +111,7 @@ def assign_sighting(
     return public_sighting(done.sighting)
 
 
-@router.post("/{sighting_id}/reject", response_model=SightingPublic)
+@router.post("/{sighting_id}/reject", response_model=SightingPublic, responses=answers(409))
 def reject_sighting(
     sighting_id: str,
     services: ServicesDep,

@@ -6,10 +6,11 @@ from __future__ import annotations
 from dataclasses import asdict
 from typing import Annotated
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Path, Query
 
 from api.deps import EnrollRole, ReviewRole, ServicesDep
 from api.schemas import (
+    STORE_INT_MAX,
     SightingReason,
     UnknownClusterDetailPublic,
     UnknownClusterPublic,
@@ -21,6 +22,7 @@ from api.schemas import (
 router = APIRouter(prefix="/unknowns", tags=["unknowns"])
 REFRESH_BUDGET_S = 10.0
 """A listing catches up for at most this long (a backlog goes on in the background)."""
+ClusterId = Annotated[int, Path(ge=0, le=STORE_INT_MAX)]
 
 
 @router.get("", response_model=UnknownClustersPage)
@@ -28,7 +30,9 @@ def list_clusters(
     services: ServicesDep,
     _: ReviewRole,
     limit: Annotated[int, Query(ge=1, le=1000)] = 50,
-    min_size: Annotated[int, Query(ge=1, description="Only clusters of this many sightings")] = 1,
+    min_size: Annotated[
+        int, Query(ge=1, le=STORE_INT_MAX, description="Only clusters of this many sightings")
+    ] = 1,
 ) -> UnknownClustersPage:
     """Clusters of unknown faces, the most recently seen first. Catches up with the event
     store first, unless a catch-up is already running (then the clusters as they stand)."""
@@ -39,7 +43,7 @@ def list_clusters(
 
 @router.get("/{cluster_id}", response_model=UnknownClusterDetailPublic)
 def get_cluster(
-    cluster_id: int, services: ServicesDep, _: ReviewRole
+    cluster_id: ClusterId, services: ServicesDep, _: ReviewRole
 ) -> UnknownClusterDetailPublic:
     """One cluster with every member sighting, best face first."""
     return UnknownClusterDetailPublic(**asdict(services.unknowns.cluster(cluster_id)))
@@ -47,7 +51,7 @@ def get_cluster(
 
 @router.post("/{cluster_id}/enroll", response_model=UnknownEnrolled)
 def enroll_cluster(
-    cluster_id: int, body: UnknownEnroll, services: ServicesDep, who: EnrollRole
+    cluster_id: ClusterId, body: UnknownEnroll, services: ServicesDep, who: EnrollRole
 ) -> UnknownEnrolled:
     """Name the cluster: the person (new, or ``person_id``) gets its best crops as
     templates, recognised at once by the job and /recognize, and every member sighting is

@@ -8,7 +8,7 @@ import numpy as np
 from fastapi import APIRouter, File, Form, UploadFile
 
 from api.deps import QueryRole, ServicesDep
-from api.errors import ApiError, from_domain
+from api.errors import ApiError, answers, from_domain
 from api.schemas import VerifyResult
 from api.services import Services
 from api.uploads import read_image
@@ -18,28 +18,37 @@ from udfs.match import similarity
 router = APIRouter(tags=["recognition"])
 
 
-@router.post("/verify", response_model=VerifyResult)
+@router.post("/verify", response_model=VerifyResult, responses=answers(404, 409))
 def verify(
     services: ServicesDep,
     _: QueryRole,
-    image_a: Annotated[UploadFile, File(description="The probe image.")],
-    image_b: Annotated[UploadFile | None, File(description="The image to compare to.")] = None,
-    person_id: Annotated[str | None, Form(description="Or: an enrolled person.")] = None,
+    image: Annotated[
+        list[UploadFile],
+        File(
+            min_length=1,
+            max_length=2,
+            description="Two images to compare, or one image and person_id.",
+        ),
+    ],
+    person_id: Annotated[
+        str | None, Form(description="With one image: compare it to this enrolled person.")
+    ] = None,
     face_is_cropped: Annotated[
         bool, Form(description="The images are faces already (crops): no detection.")
     ] = False,
 ) -> VerifyResult:
-    if (image_b is None) == (person_id is None):
-        raise ApiError(422, "invalid_request", "give exactly one of image_b or person_id")
+    """Same person or not: two images (their largest faces), or one image against every
+    template of ``person_id`` (409 ``no_templates`` when it has none of this model)."""
+    if (len(image) == 2) == (person_id is not None):
+        raise ApiError(422, "invalid_request", "give two images, or one image and person_id")
     threshold = services.settings.match.threshold
-    a = _embed(services, image_a, "image_a", face_is_cropped)
     template_id = None
-    if image_b is not None:
-        b = _embed(services, image_b, "image_b", face_is_cropped)
+    if person_id is None:
+        a, b = (_embed(services, u, f"image {i}", face_is_cropped) for i, u in enumerate(image))
         distance = float(np.linalg.norm(a - b))
     else:
-        assert person_id is not None
-        services.store.get_person(person_id)  # 404
+        services.store.get_person(person_id)  # 404 before the engine runs
+        a = _embed(services, image[0], "image 0", face_is_cropped)
         templates = [
             t
             for t in services.store.list_templates(person_id, with_embeddings=True)

@@ -25,7 +25,7 @@ from fastapi import APIRouter, Depends, Form, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
 
-from api.deps import KEY_COOKIE, Principal, find_key, same_origin
+from api.deps import KEY_COOKIE, Principal, authenticate, same_origin
 from api.routes.unknowns import REFRESH_BUDGET_S
 from api.services import CameraOverview, Services
 from facerec.config import ApiRole
@@ -124,8 +124,7 @@ def _services(request: Request) -> Services:
 def signed_in(request: Request) -> Principal | None:
     """The key of the request, as ``api.deps.require`` reads it (header, else cookie)."""
     key = request.headers.get("x-api-key") or request.cookies.get(KEY_COOKIE)
-    found = find_key(_services(request).settings, key) if key else None
-    return Principal(found.name, found.role) if found else None
+    return authenticate(request, key) if key else None
 
 
 def viewer(*roles: ApiRole, fragment: bool = False) -> Callable[[Request], Principal]:
@@ -226,15 +225,14 @@ def login(
     """Check the key as ``X-API-Key`` is checked; keep it in an HttpOnly cookie."""
     if request.headers.get("origin") and not same_origin(request):
         return Response("login must come from this origin", 403, media_type="text/plain")
-    found = find_key(_services(request).settings, key) if key else None
-    if found is None:
+    who = authenticate(request, key) if key else None
+    if who is None:
         log.warning(
             "UI login refused: unknown API key (from %s)",
             request.client.host if request.client else "?",
         )
         context = {"next": _safe_next(next) or "", "error": "Unknown API key."}
         return page(request, None, "login.html", context, 401)
-    who = Principal(found.name, found.role)
     log.info("UI login: key %r (%s)", who.name, who.role)
     response = RedirectResponse(_safe_next(next) or _home(who), 303)
     response.set_cookie(

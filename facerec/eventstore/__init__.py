@@ -8,12 +8,21 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from facerec.eventstore.base import EventStore, InvalidCursor, InvalidQuery, SightingQuery
+from facerec.eventstore.base import (
+    DeletedRecords,
+    EventStore,
+    InvalidCursor,
+    InvalidQuery,
+    SightingQuery,
+)
 
 if TYPE_CHECKING:
     from facerec.config import Settings
 
-__all__ = ["EventStore", "InvalidCursor", "InvalidQuery", "SightingQuery", "open_event_store"]
+__all__ = [
+    "DeletedRecords", "EventStore", "InvalidCursor", "InvalidQuery", "SightingQuery",
+    "open_event_store",
+]
 
 
 def open_event_store(settings: Settings) -> EventStore:
@@ -22,7 +31,9 @@ def open_event_store(settings: Settings) -> EventStore:
         from facerec.eventstore.sqlite import SqliteEventStore
 
         path = settings.events_sqlite_path()
-        return SqliteEventStore(path, ttl_days=cfg.ttl_days)
+        return SqliteEventStore(
+            path, ttl_days=cfg.ttl_days, sightings_ttl_days=settings.retention.sightings_days
+        )
     if cfg.backend == "cassandra":
         from facerec.eventstore.cassandra import CassandraEventStore
 
@@ -33,5 +44,6 @@ def open_event_store(settings: Settings) -> EventStore:
             replication_factor=cfg.cassandra_replication_factor,
             consistency=cfg.cassandra_consistency,
             ttl_days=cfg.ttl_days,
+            sightings_ttl_days=settings.retention.sightings_days,
         )
     raise ValueError(f"events.backend {cfg.backend!r}: expected 'sqlite' or 'cassandra'")

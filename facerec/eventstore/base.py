@@ -7,9 +7,13 @@
 * Time ranges are half-open: ``start_ms <= capture_ts < end_ms``.
 * Retention counts from the capture time: an event older than ``ttl_days`` is expired
   (not returned, and not written when it arrives late); ``ttl_days = 0`` keeps everything.
+  ``purge_expired(now)`` deletes what is past retention as of ``now`` (the retention
+  sweep), whatever the rows were written with; ``erase_identity`` deletes every event and
+  sighting naming a person (erasure).
 
 Sightings (one per person per appearance) follow the same rules, keyed by ``sighting_id``
-and ordered by ``(first_seen_ms, sighting_id)``, with two more:
+and ordered by ``(first_seen_ms, sighting_id)``, with a retention of their own
+(``sightings_ttl_days``, default the events'), and two more rules:
 
 * an upsert never goes back: a sighting with fewer frames than the stored one (a job
   restored from a checkpoint publishing it again) leaves the stored one as it is;
@@ -71,6 +75,8 @@ class Position:
                 f"cursor {cursor[:40]!r} decodes to [{type(ts).__name__}, "
                 f"{type(event_id).__name__}]; expected [int, str]"
             )
+        if not -(2**63) <= ts < 2**63:  # what every store's 64-bit timestamp column takes
+            raise InvalidCursor(f"cursor {cursor[:40]!r} holds a time outside 64 bits")
         return cls(ts, event_id)
 
 
@@ -151,6 +157,14 @@ def check_limit(limit: int) -> int:
     return limit
 
 
+@dataclass(frozen=True)
+class DeletedRecords:
+    """What a deletion took out of the store."""
+
+    events: int = 0
+    sightings: int = 0
+
+
 def retention_ms(ttl_days: int) -> int | None:
     """Retention window in ms, or None when events are kept forever."""
     return ttl_days * DAY_MS if ttl_days > 0 else None
@@ -224,6 +238,16 @@ class EventStore(ABC):
     ) -> Sighting | None:
         """Set a reviewer's identity and review on a sighting; the updated sighting, or None
         when there is no such sighting."""
+
+    # ------------------------------------------------------------------ deletion
+    @abstractmethod
+    def purge_expired(self, now: int | None = None) -> DeletedRecords:
+        """Delete the events and sightings past retention as of ``now`` (epoch ms; default:
+        the store's clock), including rows written under a longer retention."""
+
+    @abstractmethod
+    def erase_identity(self, person_id: str) -> DeletedRecords:
+        """Delete every event and sighting whose identity is ``person_id`` (erasure)."""
 
     # ------------------------------------------------------------------ cameras
     @abstractmethod

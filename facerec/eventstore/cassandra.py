@@ -48,6 +48,7 @@ from cassandra.query import PreparedStatement
 
 from facerec.eventstore.base import (
     DAY_MS,
+    DeletedRecords,
     EventQuery,
     EventStore,
     Position,
@@ -56,6 +57,7 @@ from facerec.eventstore.base import (
     merge_sighting,
     retention_ms,
 )
+from facerec.eventstore.cassandra_delete import CassandraDeletes
 from facerec.records import CameraStatus, RecognitionEvent, Sighting, now_ms
 
 log = logging.getLogger(__name__)
@@ -136,6 +138,7 @@ class CassandraEventStore(EventStore):
         replication_factor: int = 1,
         consistency: str = "LOCAL_QUORUM",
         ttl_days: int = 90,
+        sightings_ttl_days: int | None = None,
         create_schema: bool = True,
         connect_timeout: float = 10.0,
         clock: Callable[[], int] = now_ms,
@@ -143,6 +146,7 @@ class CassandraEventStore(EventStore):
     ) -> None:
         """``clock``: epoch ms that retention (each row's TTL) counts from (tests move it;
         the node expires a row by its own clock once the TTL has run).
+        ``sightings_ttl_days``: the sightings' retention; None: ``ttl_days``.
         ``connect_retry_s``: how long to keep trying a cluster that does not answer yet (a
         node restarting, or too busy to accept a connection in ``connect_timeout``)."""
         self.clock = clock
@@ -158,6 +162,9 @@ class CassandraEventStore(EventStore):
             )
         self.keyspace = keyspace
         self.retention = retention_ms(ttl_days)
+        self.sighting_retention = retention_ms(
+            ttl_days if sightings_ttl_days is None else sightings_ttl_days
+        )
         self._cl = ConsistencyLevel.name_to_value[consistency]
         # back in the pool within seconds of a node's restart (the driver's default backoff
         # grows to 10 minutes, long after the node is back)
@@ -270,13 +277,16 @@ class CassandraEventStore(EventStore):
                      *(p.select for p in self._ix.values())):
             stmt.consistency_level = self._cl
             stmt.is_idempotent = True  # upserts and reads: safe for the driver to retry
+        self._deletes = CassandraDeletes(self, _INDEXES)
 
     # ----------------------------------------------------------------------- writes
-    def _ttl_s(self, newest_ts: int, now: int) -> int | None:
-        """Seconds until ``newest_ts`` leaves retention; 0 = no TTL; None = already expired."""
-        if self.retention is None:
+    def _ttl_s(self, newest_ts: int, now: int, *, sightings: bool = False) -> int | None:
+        """Seconds until ``newest_ts`` leaves retention (``sightings``: the sightings');
+        0 = no TTL; None = already expired."""
+        retention = self.sighting_retention if sightings else self.retention
+        if retention is None:
             return 0
-        left_ms = newest_ts + self.retention - now
+        left_ms = newest_ts + retention - now
         return min(_MAX_TTL_S, math.ceil(left_ms / 1000)) if left_ms > 0 else None
 
     def write(self, events: Sequence[RecognitionEvent]) -> int:
@@ -371,7 +381,7 @@ class CassandraEventStore(EventStore):
         now = self.clock()
         work: list[tuple[PreparedStatement, tuple[Any, ...]]] = []
         for s in sightings:
-            ttl = self._ttl_s(s.first_seen_ms, now)
+            ttl = self._ttl_s(s.first_seen_ms, now, sightings=True)
             if ttl is None:
                 continue
             body, bucket = s.to_json(), s.first_seen_ms // DAY_MS
@@ -380,8 +390,8 @@ class CassandraEventStore(EventStore):
                          (bucket, s.first_seen_ms, s.sighting_id, body, ttl)))
             b = ("sightings", "", bucket)
             if b not in self._known_buckets:
-                work.append((self._insert_bucket, (*b, self._ttl_s((bucket + 1) * DAY_MS, now)
-                                                   or 0)))
+                bttl = self._ttl_s((bucket + 1) * DAY_MS, now, sightings=True)
+                work.append((self._insert_bucket, (*b, bttl or 0)))
                 self._known_buckets.add(b)
         if work:
             execute_concurrent(self._session, work, concurrency=64, raise_on_first_error=True)
@@ -392,7 +402,7 @@ class CassandraEventStore(EventStore):
         for s in sightings:
             if not isinstance(s, Sighting):
                 raise TypeError(f"write_sightings expects Sighting items; got {type(s).__name__}")
-            if self._ttl_s(s.first_seen_ms, now) is None:
+            if self._ttl_s(s.first_seen_ms, now, sightings=True) is None:
                 continue
             kept = merge_sighting(latest.get(s.sighting_id), s)
             latest[s.sighting_id] = kept or latest[s.sighting_id]
@@ -446,6 +456,17 @@ class CassandraEventStore(EventStore):
         reviewed = replace(stored, identity=identity, review=dict(review), updated_ms=now_ms())
         self._write_sightings([reviewed])
         return reviewed
+
+    # ----------------------------------------------------------------------- deletion
+    def purge_expired(self, now: int | None = None) -> DeletedRecords:
+        at = now if now is not None else self.clock()
+        return self._deletes.purge(
+            None if self.retention is None else at - self.retention,
+            None if self.sighting_retention is None else at - self.sighting_retention,
+        )
+
+    def erase_identity(self, person_id: str) -> DeletedRecords:
+        return self._deletes.erase_identity(person_id)
 
     # ----------------------------------------------------------------------- cameras
     def write_camera_status(self, statuses: Sequence[CameraStatus]) -> int:

@@ -3,8 +3,9 @@
 One table keyed by ``event_id`` (upsert = idempotent), the event kept as its JSON plus the
 columns the API filters on, an index per query shape ending in ``(capture_ts, event_id)`` so
 every page is an index range scan. WAL lets the API read while the job writes.
-Retention counts from capture time: expired rows are hidden from reads at once and deleted
-by ``purge_expired`` (called from ``write`` at most every ``purge_interval_s``).
+Retention counts from capture time (sightings: first seen): expired rows are hidden from
+reads at once and deleted by ``purge_expired`` (called from ``write`` at most every
+``purge_interval_s``, and by the retention sweep).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from facerec.eventstore.base import (
+    DeletedRecords,
     EventQuery,
     EventStore,
     Position,
@@ -96,13 +98,18 @@ class SqliteEventStore(EventStore):
         path: str | Path,
         *,
         ttl_days: int = 90,
+        sightings_ttl_days: int | None = None,
         purge_interval_s: float = 600.0,
         clock: Callable[[], int] = now_ms,
     ) -> None:
-        """``clock``: epoch ms that retention counts from (tests move it)."""
+        """``clock``: epoch ms that retention counts from (tests move it).
+        ``sightings_ttl_days``: the sightings' retention; None: ``ttl_days``."""
         self.path = Path(path)
         self.clock = clock
         self.retention = retention_ms(ttl_days)
+        self.sighting_retention = retention_ms(
+            ttl_days if sightings_ttl_days is None else sightings_ttl_days
+        )
         self.purge_interval_s = purge_interval_s
         self._last_purge = 0.0
         self._lock = threading.Lock()
@@ -116,11 +123,13 @@ class SqliteEventStore(EventStore):
         self._db.executescript(_SCHEMA)
 
     # ----------------------------------------------------------------------- writes
-    def _horizon(self, now: int | None = None) -> int | None:
-        """Oldest capture_ts still retained, or None when nothing expires."""
-        if self.retention is None:
+    def _horizon(self, now: int | None = None, *, sightings: bool = False) -> int | None:
+        """Oldest capture_ts (``sightings``: first_seen_ms) still retained, or None when
+        nothing expires."""
+        retention = self.sighting_retention if sightings else self.retention
+        if retention is None:
             return None
-        return (now if now is not None else self.clock()) - self.retention
+        return (now if now is not None else self.clock()) - retention
 
     def write(self, events: Sequence[RecognitionEvent]) -> int:
         horizon = self._horizon()
@@ -144,23 +153,44 @@ class SqliteEventStore(EventStore):
                     self._db.execute("ROLLBACK")
                     raise
         due = time.monotonic() - self._last_purge > self.purge_interval_s
-        if self.retention is not None and due:
+        if (self.retention or self.sighting_retention) is not None and due:
             self.purge_expired()
         return len(rows)
 
-    def purge_expired(self, now: int | None = None) -> int:
-        """Delete events captured before the retention horizon; returns how many went."""
+    def purge_expired(self, now: int | None = None) -> DeletedRecords:
         self._last_purge = time.monotonic()
-        horizon = self._horizon(now)
-        if horizon is None:
-            return 0
+        events_before = self._horizon(now)
+        sightings_before = self._horizon(now, sightings=True)
+        events = sightings = 0
         with self._lock:
-            cur = self._db.execute("DELETE FROM events WHERE capture_ts < ?", (horizon,))
-            self._db.execute("DELETE FROM sightings WHERE first_seen_ms < ?", (horizon,))
-        if cur.rowcount:
-            log.info("event store %s: purged %d events captured before %d", self.path,
-                     cur.rowcount, horizon)
-        return cur.rowcount
+            if events_before is not None:
+                events = self._db.execute(
+                    "DELETE FROM events WHERE capture_ts < ?", (events_before,)
+                ).rowcount
+            if sightings_before is not None:
+                sightings = self._db.execute(
+                    "DELETE FROM sightings WHERE first_seen_ms < ?", (sightings_before,)
+                ).rowcount
+        if events or sightings:
+            log.info("event store %s: purged %d events and %d sightings past retention",
+                     self.path, events, sightings)
+        return DeletedRecords(events, sightings)
+
+    def erase_identity(self, person_id: str) -> DeletedRecords:
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                events = self._db.execute(
+                    "DELETE FROM events WHERE identity = ?", (person_id,)
+                ).rowcount
+                sightings = self._db.execute(
+                    "DELETE FROM sightings WHERE identity = ?", (person_id,)
+                ).rowcount
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+        return DeletedRecords(events, sightings)
 
     # ----------------------------------------------------------------------- reads
     def get(self, event_id: str) -> RecognitionEvent | None:
@@ -183,6 +213,7 @@ class SqliteEventStore(EventStore):
         after: Position | None,
         key_column: str,
         extra: tuple[str, list[Any]] | None = None,
+        horizon: int | None = None,
     ) -> tuple[str, list[Any]]:
         """WHERE for a search: ``equal`` columns, the half-open time range (retention's
         horizon included), the page's position on ``(time_column, key_column)``."""
@@ -191,7 +222,7 @@ class SqliteEventStore(EventStore):
         if extra is not None:
             clauses.append(extra[0])
             params += extra[1]
-        lower = [v for v in (start_ms, self._horizon()) if v is not None]
+        lower = [v for v in (start_ms, horizon) if v is not None]
         if lower:
             clauses.append(f"{time_column} >= ?")
             params.append(max(lower))
@@ -205,7 +236,10 @@ class SqliteEventStore(EventStore):
 
     def _where_events(self, q: EventQuery, after: Position | None) -> tuple[str, list[Any]]:
         equal = {"camera_id": q.camera_id, "identity": q.identity, "region": q.region}
-        return self._where(equal, "capture_ts", q.start_ms, q.end_ms, after, "event_id")
+        return self._where(
+            equal, "capture_ts", q.start_ms, q.end_ms, after, "event_id",
+            horizon=self._horizon(),
+        )
 
     def search(
         self,
@@ -275,7 +309,7 @@ class SqliteEventStore(EventStore):
         return list(rows)
 
     def write_sightings(self, sightings: Sequence[Sighting]) -> int:
-        horizon = self._horizon()
+        horizon = self._horizon(sightings=True)
         latest: dict[str, Sighting] = {}
         for s in sightings:
             if not isinstance(s, Sighting):
@@ -299,7 +333,7 @@ class SqliteEventStore(EventStore):
     def get_sighting(self, sighting_id: str) -> Sighting | None:
         with self._lock:
             found = self._stored_sightings([sighting_id]).get(sighting_id)
-        horizon = self._horizon()
+        horizon = self._horizon(sightings=True)
         if found is None or (horizon is not None and found.first_seen_ms < horizon):
             return None
         return found
@@ -315,7 +349,8 @@ class SqliteEventStore(EventStore):
             "identity = ?" if query.unknown else "identity != ?", [UNKNOWN]
         )
         where, params = self._where(equal, "first_seen_ms", query.start_ms, query.end_ms,
-                                    after, "sighting_id", unknown)
+                                    after, "sighting_id", unknown,
+                                    horizon=self._horizon(sightings=True))
         sql = (
             f"SELECT body FROM sightings{where} "  # noqa: S608 - clauses are fixed strings
             "ORDER BY first_seen_ms DESC, sighting_id DESC LIMIT ?"

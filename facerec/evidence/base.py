@@ -132,14 +132,18 @@ class EvidenceStore(ABC):
         """Remove every template crop of ``person_id`` and the evidence of their sightings
         (``sighting_keys``: the crop keys recorded with their sightings; the whole frame
         beside each goes too). How many objects were removed."""
-        removed = self.delete_prefix(person_prefix(person_id))
-        extra: list[str] = []
+        return self.delete_prefix(person_prefix(person_id)) + self.erase_sightings(sighting_keys)
+
+    def erase_sightings(self, sighting_keys: Iterable[str]) -> int:
+        """Remove the crops ``sighting_keys`` and the whole frame beside each; how many
+        objects were removed."""
+        found: list[str] = []
         for key in sighting_keys:
             for k in (check_key(key), frame_key_of(key)):
                 if self.exists(k):
-                    extra.append(k)
-        self._delete_many(extra)
-        return removed + len(extra)
+                    found.append(k)
+        self._delete_many(found)
+        return len(found)
 
     def sighting_days(self) -> list[date]:
         """The UTC days that hold sighting evidence, oldest first."""

@@ -13,7 +13,7 @@ from typing import Annotated
 
 import typer
 
-from facerec.config import PLACEHOLDER_API_KEY, Settings
+from facerec.config import Settings, api_key_hash
 from jobs import sample_data
 from jobs.cli.common import ConfigOpt, fail, flags, settings
 from jobs.cli.job import run_job
@@ -94,12 +94,14 @@ def demo(
         )
     demo_dir = s.data_dir / "demo"
     demo_key = None
-    configured = [k for k in s.api.keys if k.key.get_secret_value() != PLACEHOLDER_API_KEY]
+    configured = [k for k in s.api.keys if not k.is_placeholder]
     if serve and not configured:
         # a key for this session only, so that the UI opens without configuring one (and
         # without the development placeholder, which nobody should have to know)
         demo_key = secrets.token_urlsafe(18)
-    keys = [{"name": "demo", "key": demo_key, "role": "admin"}] if demo_key else None
+    keys = None
+    if demo_key:  # its hash only: the settings then hold no key, as production wants
+        keys = [{"name": "demo", "key_hash": api_key_hash(demo_key), "role": "admin"}]
     demo_settings = settings(config, flags(data_dir=demo_dir, **{"api.keys": keys}))
     demo_dir.mkdir(parents=True, exist_ok=True)
     typer.echo(f"demo data: {demo_dir}")
@@ -128,9 +130,8 @@ def demo(
 
 def serve_review(demo_settings: Settings, demo_key: str | None) -> None:
     """The API and its review UI on the demo's stores, until interrupted."""
-    import uvicorn
-
     from api.app import create_app
+    from jobs.cli.api import run_guarded
 
     host, port = demo_settings.api.host, demo_settings.api.port
     typer.echo(f"\nreview UI: http://{host}:{port}/ui  (API docs: http://{host}:{port}/docs)")
@@ -139,4 +140,4 @@ def serve_review(demo_settings: Settings, demo_key: str | None) -> None:
     else:
         typer.echo("sign in with one of the configured api.keys")
     typer.echo("Ctrl-C stops it.")
-    uvicorn.run(create_app(demo_settings), host=host, port=port, log_level="warning")
+    run_guarded(create_app(demo_settings), demo_settings.api, log_level="warning")

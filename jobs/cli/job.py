@@ -101,14 +101,18 @@ def run_job(job_settings: Settings, source: str, quiet: bool = False) -> None:
             else:
                 c = cameras.setdefault(body["camera_id"], Counter())
                 c["frames"] += 1
-                c["analysed" if body["passed"] else "gated_out"] += 1
+                if not body["passed"]:
+                    c["gated_out"] += 1
+                else:
+                    c["shed" if body.get("shed") else "analysed"] += 1
                 c["faces"] += body.get("faces", 0)
     typer.echo("\nsummary")
     for cam, c in sorted(cameras.items()):
         frac = c["gated_out"] / max(c["frames"], 1)
         typer.echo(
             f"  camera {cam}: {c['frames']} frames, {c['gated_out']} gated out ({frac:.0%}), "
-            f"{c['analysed']} analysed, {c['faces']} faces"
+            f"{c['shed']} shed over the latency budget, {c['analysed']} analysed, "
+            f"{c['faces']} faces"
         )
     typer.echo(f"  events: {sum(identities.values())}  dead letters: {dead}")
     for identity, n in identities.most_common():

@@ -9,7 +9,20 @@ from typing import Annotated
 
 import typer
 
-from jobs.cli import api, demo, evidence, index, ingest, job, people, replay, sightings, tools
+from jobs.cli import (
+    api,
+    demo,
+    evidence,
+    index,
+    ingest,
+    job,
+    keys,
+    people,
+    replay,
+    retention,
+    sightings,
+    tools,
+)
 from jobs.cli.stack import app as stack_app
 
 app = typer.Typer(help="facerec: real-time face recognition on Apache Flink.", no_args_is_help=True)
@@ -35,7 +48,9 @@ app.command("sightings")(sightings.sightings)
 app.add_typer(job.app, name="job")
 app.add_typer(index.app, name="index")
 app.add_typer(people.app, name="people")
+app.add_typer(keys.app, name="keys")
 app.add_typer(evidence.app, name="evidence")
+app.add_typer(retention.app, name="retention")
 app.add_typer(replay.app, name="replay")
 app.add_typer(stack_app, name="stack")
 

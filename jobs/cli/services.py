@@ -68,7 +68,8 @@ def enrollment_service(settings: Settings) -> Iterator[EnrollmentService]:
     events = LazyEventStore(settings)
     try:
         service = EnrollmentService(
-            settings, store, publisher, faces, sighting_evidence=sighting_evidence_of(events)
+            settings, store, publisher, faces, sighting_evidence=sighting_evidence_of(events),
+            events=events,
         )
         try:
             yield service

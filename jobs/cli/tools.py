@@ -21,17 +21,20 @@ def analyze(
     images: Annotated[list[Path], typer.Argument(help="Image files to analyse.")],
     config: ConfigOpt = None,
 ) -> None:
-    """Detect, quality-check and embed the faces in images; one JSON line per image."""
+    """Detect, quality-check and embed the faces in images; one JSON line per image. Exits 1
+    when any image could not be read or decoded (after analysing the others)."""
     from facerec.errors import FaceRecError
     from udfs.engine import FaceEngine
 
     engine = FaceEngine(settings(config))
+    failed = 0
     for path in images:
         try:
             faces = engine.analyze_bytes(path.read_bytes())
         except (FaceRecError, OSError) as exc:
             reason = exc.reason if isinstance(exc, FaceRecError) else "io"
             typer.echo(json.dumps({"image": str(path), "error": reason, "message": str(exc)}))
+            failed += 1
             continue
         found = [
             {
@@ -43,6 +46,8 @@ def analyze(
             for f in faces
         ]
         typer.echo(json.dumps({"image": str(path), "faces": found}))
+    if failed:
+        raise fail(f"{failed} of {len(images)} images could not be analysed")
 
 
 def _ints(text: str, name: str) -> tuple[int, ...]:

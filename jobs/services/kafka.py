@@ -182,8 +182,8 @@ class KafkaBroker(ServiceProcess):
         argv = self._java(quick=True) + [
             "kafka.tools.StorageTool",
             "format",
-            "--cluster-id",
-            cluster_id(),
+            # one argument: an id may start with "-", which argparse would take for an option
+            f"--cluster-id={cluster_id()}",
             "--config",
             str(self.workdir / "server.properties"),
         ]

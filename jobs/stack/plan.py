@@ -28,7 +28,7 @@ from urllib.parse import quote
 
 import yaml
 
-from facerec.config import read_cameras_file, read_config_file
+from facerec.config import api_key_hash, read_cameras_file, read_config_file
 from jobs.services.process import LOOPBACK, free_ports
 
 DEFAULT_PORTS = {
@@ -234,7 +234,9 @@ def settings_tree(stack: StackDir, plan: Plan, postgres_password: str) -> dict[s
         # a real key, so the API can run as in production (placeholder keys refused)
         api |= {
             "environment": "production",
-            "keys": [{"name": "stack-admin", "key": plan.api_key, "role": "admin"}],
+            "keys": [
+                {"name": "stack-admin", "key_hash": api_key_hash(plan.api_key), "role": "admin"}
+            ],
         }
     ingest: dict[str, Any] = {"metrics_port": ports["ingest_metrics"]}
     if plan.cameras:

@@ -158,7 +158,7 @@ function initEnroll() {
       item.textContent = `${file.name}: enrolling…`;
       results.append(item);
       const form = new FormData();
-      form.append("files", file, file.name);
+      form.append("image", file, file.name);
       if (face === "largest") form.append("largest_face", "true");
       if (face === "cropped") form.append("face_is_cropped", "true");
       const result = await call("POST", `/people/${enc(personId)}/faces`, form);
