@@ -190,10 +190,9 @@ def test_given_scene_when_job_runs_then_right_people_and_static_frames_gated(
 def test_given_live_frames_over_the_budget_when_job_runs_then_shed_counted_and_floor_kept(
     tmp_path, gallery, scene
 ):
-    """A budget no frame can meet (1 ms): every live frame that moved is shed, except the
-    camera's first, the gate's keep-alives and two a second of capture per camera (the
-    floor). Every frame is still accounted for, and people are still named from the frames
-    analysed."""
+    """A budget no frame can meet (1 ms): every live frame that passed the gate is shed,
+    the camera's first and the gate's keep-alives excepted (the floor admits only frames
+    still within the budget). Every frame is accounted for: gated out, shed or analysed."""
     from facerec.eventstore import open_event_store
 
     video, truth = scene
@@ -217,13 +216,11 @@ def test_given_live_frames_over_the_budget_when_job_runs_then_shed_counted_and_f
     analysed = sorted(
         int(s["frame_id"].rsplit(":", 1)[1]) for s in stats if s["passed"] and not s.get("shed")
     )
-    # 110 frames at 10 fps: 11 s of capture, so at most 22 floor frames plus the first and
-    # keep-alives; at least one in each person's 0.8 s of walking in
-    assert outcomes["shed"] >= 0.5 * (outcomes["shed"] + outcomes["analysed"]), outcomes
-    assert 5 <= len(analysed) <= 2 * 11 + 1 + 11 // 5, (outcomes, analysed)
+    # 110 frames at 10 fps: 11 s of capture, keep-alives every 5 s at most
+    assert outcomes["shed"] >= 40, outcomes
+    assert 1 <= len(analysed) <= 1 + 11 // 5, (outcomes, analysed)
     assert analysed[0] == 0, "the camera's first frame is never shed"
-    named = {e["identity"] for e in events} - {"unknown"}
-    assert len(named) >= 3, (named, outcomes)
+    assert len(events) <= 2 * len(analysed), "events only from the frames analysed"
     with open_event_store(settings) as store:
         (status,) = store.camera_statuses()
     assert (status.frames, status.gated_out, status.shed, status.analysed) == (

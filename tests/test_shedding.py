@@ -64,15 +64,17 @@ def test_given_keepalive_or_first_frame_when_late_then_analysed_anyway(reason):
 
 
 def test_given_overload_then_each_camera_still_gets_its_minimum_rate():
-    """Two cameras at 10 fps, every frame already late: each gets one frame a second (the
-    floor), the rest is shed, and neither starves the other."""
+    """Two cameras at 10 fps; each frame arrives 150 ms after capture and takes 100 ms to
+    analyse, so none can finish within 200 ms. Each camera still gets one frame a second
+    (the floor), the rest is shed, and neither starves the other."""
     shedder = LoadShedder(budget_ms=200, min_analysed_fps=1.0)
+    shedder.observe(frames=1, elapsed_ms=100)
     analysed = {"busy": 0, "quiet": 0}
     shed = {"busy": 0, "quiet": 0}
-    for tick in range(100):  # 10 s of capture, arriving 5 s late
+    for tick in range(100):  # 10 s
         now = T0 + tick * 100
         for camera in ("busy", "quiet"):
-            if decide(shedder, 5_000, camera=camera, now=now) is None:
+            if decide(shedder, 150, camera=camera, now=now) is None:
                 analysed[camera] += 1
             else:
                 shed[camera] += 1
@@ -80,23 +82,33 @@ def test_given_overload_then_each_camera_still_gets_its_minimum_rate():
     assert shed == {"busy": 90, "quiet": 90}
 
 
+def test_given_a_frame_already_over_budget_then_shed_even_when_its_floor_is_due():
+    """A floor that admitted late frames would rebuild the queue whenever cameras x floor
+    exceeds what the machine analyses: once late, only shedding drains it."""
+    shedder = LoadShedder(budget_ms=200, min_analysed_fps=1.0)
+    assert decide(shedder, 201, camera="new") == OVER_BUDGET  # floor due: never analysed
+    assert decide(shedder, 200, camera="new") is None
+
+
 def test_given_a_frame_within_budget_then_it_resets_the_floor_clock():
     """The floor counts capture time from the last admitted frame, whatever admitted it."""
     shedder = LoadShedder(budget_ms=200, min_analysed_fps=1.0)
     assert decide(shedder, 50, now=T0) is None  # in budget, captured at T0 - 50
-    assert decide(shedder, 5_000, now=T0 + 5_500) == OVER_BUDGET  # captured 0.5 s later
-    assert decide(shedder, 5_000, now=T0 + 5_950) is None  # captured 1 s later: floor due
+    shedder.observe(frames=1, elapsed_ms=190)  # from now on nothing finishes in budget
+    assert decide(shedder, 100, now=T0 + 550) == OVER_BUDGET  # captured 0.5 s later
+    assert decide(shedder, 100, now=T0 + 1060) is None  # captured 1.01 s later: floor due
 
 
-def test_given_a_burst_of_late_frames_then_the_floor_follows_capture_time_not_arrival():
-    """A second of capture arriving within 50 ms is still one second: one floor frame."""
-    shedder = LoadShedder(budget_ms=200, min_analysed_fps=1.0)
-    captured = [T0 + i * 100 for i in range(30)]  # 3 s at 10 fps
+def test_given_a_burst_of_frames_then_the_floor_follows_capture_time_not_arrival():
+    """A second of capture arriving within 30 ms is still one second: one floor frame."""
+    shedder = LoadShedder(budget_ms=5_000, min_analysed_fps=1.0)
+    shedder.observe(frames=1, elapsed_ms=10_000)  # nothing finishes in budget
+    captured = [T0 + i * 100 for i in range(30)]  # 3 s at 10 fps, all arriving at T0 + 3 s
     admitted = [
         c
         for i, c in enumerate(captured)
         if shedder.shed_reason(
-            camera_id="cam1", capture_ts=c, gate_reason="motion", buffered=0, now=T0 + 10_000 + i
+            camera_id="cam1", capture_ts=c, gate_reason="motion", buffered=0, now=T0 + 3_000 + i
         )
         is None
     ]

@@ -9,11 +9,16 @@ passed the motion gate, before detection:
   it is expected to cost) lies more than ``job.latency_budget_ms`` after its capture is shed.
   Shedding costs the gate check only, so the queue drains and the frames that are analysed
   stay within the budget; the job analyses what it can instead of everything late.
+- A frame already older than the budget when it passes the gate is shed: a queue has
+  formed, and only shedding drains it.
 - Fairness: every camera's frames age through the same queue, so each sheds the same share.
   On top, a camera that had no frame admitted for ``1 / job.min_analysed_fps`` of its own
-  capture time gets its next frame analysed whatever its age, so no camera goes blind. The
-  floor counts capture time, not arrival: frames arrive in bursts (bundles, a queue), while
-  a rate is promised per second of what the camera saw.
+  capture time gets its next frame analysed even when the analysis will end past the budget,
+  so no camera goes blind. Only while the frame is still within the budget on arrival: a
+  floor that admitted late frames too would, once cameras x floor exceeds what the machine
+  analyses, rebuild the queue that shedding exists to drain. The floor counts capture time,
+  not arrival: frames arrive in bursts (bundles, a queue), while a rate is promised per
+  second of what the camera saw.
 - The gate's keep-alive frames (someone standing still, re-checked) and a camera's first
   frame are never shed: under a load of moving scenes they are rare and they are the only
   look at still people.
@@ -68,6 +73,8 @@ class LoadShedder:
     ) -> bool:
         if self.budget_ms <= 0 or gate_reason in NEVER_SHED:
             return True
+        if now - capture_ts > self.budget_ms:
+            return False
         expected_done = now + (buffered + 1) * (self.frame_cost_ms or 0.0)
         if expected_done - capture_ts <= self.budget_ms:
             return True
