@@ -250,6 +250,7 @@ def summarize(run: dict, warmup_s: float, judge) -> dict:
         "frames": frames,
         "frames_gated_out": gated,
         "gate_fraction_removed": round(gated / frames, 3) if frames else None,
+        "frames_shed": sum(1 for s in stats if s.get("shed")),
         "events": len(events),
         # one record per person per appearance, against one per face per frame
         "sightings": len(run.get("sightings", [])),

@@ -52,6 +52,12 @@ def test_given_cost_changes_then_the_estimate_follows_it_smoothly():
     shedder.observe(frames=1, elapsed_ms=100)
     shedder.observe(frames=4, elapsed_ms=200)  # 50 ms a frame
     assert shedder.frame_cost_ms == pytest.approx(100 + 0.2 * (50 - 100))
+    variance = 0.8 * 0.2 * 50**2
+    assert shedder.frame_cost_var == pytest.approx(variance)
+    # admission plans with the mean plus two standard deviations
+    assert shedder.planning_cost_ms == pytest.approx(90 + 2 * variance**0.5)
+    assert decide(shedder, round(200 - shedder.planning_cost_ms) - 1) is None
+    assert decide(shedder, round(200 - 90) - 1) == OVER_BUDGET  # the mean alone would admit it
     shedder.observe(frames=0, elapsed_ms=30)  # an empty batch teaches nothing
     assert shedder.frame_cost_ms == pytest.approx(90)
 

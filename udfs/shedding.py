@@ -25,8 +25,10 @@ passed the motion gate, before detection:
 - Frames that are not live (a recording read as fast as it decodes) and bounded reads (an
   audit, a backlog) are never shed: the caller passes ``budget_ms=0``.
 
-The cost estimate is learned from the analysed batches themselves (an exponentially weighted
-mean of milliseconds per frame), so it follows the machine, the detector and the scene.
+The cost estimate is learned from the analysed batches themselves (exponentially weighted
+mean and spread of milliseconds per frame), so it follows the machine, the detector and the
+scene. Admission plans with the mean plus two spreads: a frame admitted on the mean alone
+would end past the budget about every other time it sits near the limit.
 """
 
 from __future__ import annotations
@@ -39,6 +41,8 @@ NEVER_SHED = frozenset({"first", "keepalive"})
 """Gate reasons whose frames are analysed under any load."""
 COST_WEIGHT = 0.2
 """Weight of the newest batch in the running cost estimate."""
+PLANNING_SPREADS = 2.0
+"""Standard deviations of the cost added to its mean when admitting a frame."""
 
 
 @dataclass
@@ -48,7 +52,17 @@ class LoadShedder:
     budget_ms: int
     min_analysed_fps: float = 0.0
     frame_cost_ms: float | None = None
-    """Running estimate of the analysis cost of one frame (None until a batch was timed)."""
+    """Running mean of the analysis cost of one frame (None until a batch was timed)."""
+    frame_cost_var: float = 0.0
+    """Running variance of that cost (ms squared)."""
+
+    @property
+    def planning_cost_ms(self) -> float:
+        """What admitting a frame assumes it costs: the mean plus ``PLANNING_SPREADS``
+        standard deviations (0 before the first batch)."""
+        if self.frame_cost_ms is None:
+            return 0.0
+        return self.frame_cost_ms + PLANNING_SPREADS * self.frame_cost_var**0.5
 
     def __post_init__(self) -> None:
         self._last_admitted: dict[str, int] = {}  # camera id -> capture time, epoch ms
@@ -75,7 +89,7 @@ class LoadShedder:
             return True
         if now - capture_ts > self.budget_ms:
             return False
-        expected_done = now + (buffered + 1) * (self.frame_cost_ms or 0.0)
+        expected_done = now + (buffered + 1) * self.planning_cost_ms
         if expected_done - capture_ts <= self.budget_ms:
             return True
         floor = self.min_gap_ms
@@ -89,5 +103,9 @@ class LoadShedder:
         per_frame = elapsed_ms / frames
         if self.frame_cost_ms is None:
             self.frame_cost_ms = per_frame
-        else:
-            self.frame_cost_ms += COST_WEIGHT * (per_frame - self.frame_cost_ms)
+            return
+        # exponentially weighted mean and variance (Finch, "Incremental calculation of
+        # weighted mean and variance", 2009)
+        diff = per_frame - self.frame_cost_ms
+        self.frame_cost_ms += COST_WEIGHT * diff
+        self.frame_cost_var = (1 - COST_WEIGHT) * (self.frame_cost_var + COST_WEIGHT * diff**2)
