@@ -8,7 +8,7 @@ passed the motion gate, before detection:
 - A frame whose expected finish (now, plus what analysing it and the frames buffered before
   it is expected to cost) lies more than ``job.latency_budget_ms`` after its capture is shed.
   Shedding costs the gate check only, so the queue drains and the frames that are analysed
-  stay within the budget; the job analyses what it can instead of everything late.
+  end near the budget; the job analyses what it can instead of everything late.
 - A frame already older than the budget when it passes the gate is shed: a queue has
   formed, and only shedding drains it.
 - Fairness: every camera's frames age through the same queue, so each sheds the same share.
@@ -23,7 +23,8 @@ passed the motion gate, before detection:
   frame are never shed: under a load of moving scenes they are rare and they are the only
   look at still people.
 - Frames that are not live (a recording read as fast as it decodes) and bounded reads (an
-  audit, a backlog) are never shed: the caller passes ``budget_ms=0``.
+  audit, a backlog) are never shed: the caller does not ask about the first, and passes
+  ``budget_ms=0`` for the second.
 
 The cost estimate is learned from the analysed batches themselves (exponentially weighted
 mean and spread of milliseconds per frame), so it follows the machine, the detector and the
