@@ -33,6 +33,7 @@ def test_given_a_node_killed_mid_write_when_restarted_then_no_acknowledged_event
     store = CassandraEventStore([LOOPBACK], port=node.port, keyspace="restart_test",
                                 consistency="ONE", connect_timeout=5.0)
     acked: list[RecognitionEvent] = []
+    unsure: list[RecognitionEvent] = []  # in refused batches: a timed-out write may have landed
     refused = 0
     stop = threading.Event()
 
@@ -45,6 +46,7 @@ def test_given_a_node_killed_mid_write_when_restarted_then_no_acknowledged_event
                 store.write(batch)
             except Exception:  # the node is down: not acknowledged, written again later
                 refused += 1
+                unsure.extend(batch)
                 time.sleep(0.2)
                 continue
             acked.extend(batch)
@@ -76,6 +78,8 @@ def test_given_a_node_killed_mid_write_when_restarted_then_no_acknowledged_event
         print(f"{len(acked)} acknowledged ({before} before the kill), {refused} batches "
               f"refused while down, {len(missing)} missing")
         assert missing == []
-        assert found == sum(e.camera_id == "cam-0" for e in acked)
+        # every acknowledged event counted once; a refused batch may have landed in part
+        acked_here = sum(e.camera_id == "cam-0" for e in acked)
+        assert acked_here <= found <= acked_here + sum(e.camera_id == "cam-0" for e in unsure)
     finally:
         node.stop()
