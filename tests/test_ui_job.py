@@ -67,7 +67,10 @@ def test_given_a_person_enrolled_in_the_ui_when_the_job_sees_them_then_reviewed_
         config.write_text(yaml.safe_dump({
             "data_dir": str(data),
             "match": {"threshold": CELEBRITY5_THRESHOLD},
+            # frames wait for the index (snapshot and enroll deltas) however long the
+            # job's start takes on a busy machine: matched before it, Ben would be unknown
             "job": {"video": {"realtime": False, "region": "lobby"},
+                    "batch": {"index_wait_ms": 120_000},
                     "flink_options": {"restart-strategy.type": "none"}},
         }))
         run = subprocess.run(
