@@ -25,6 +25,20 @@ DAY0 = 20_600 * DAY_MS
 """A fixed UTC midnight: every date in these tests counts from it."""
 
 
+def record_recognition(audit: AuditLog) -> None:
+    """One audit record of ``ops`` recognising ada."""
+    audit.record(
+        key_name="ops",
+        role="query",
+        action="recognize",
+        method="POST",
+        route="/recognize",
+        status=200,
+        outcome="ok",
+        subjects=["ada"],
+    )
+
+
 def stores(settings: Settings, clock):
     events = SqliteEventStore(
         settings.events_sqlite_path(),
@@ -44,16 +58,7 @@ def fill(events, evidence, audit, now: list[int]) -> None:
         s = sighting("ada", day, now[0])
         events.write_sightings([s])
         evidence.put(str(s.evidence_key), b"crop")
-        audit.record(
-            key_name="ops",
-            role="query",
-            action="recognize",
-            method="POST",
-            route="/recognize",
-            status=200,
-            outcome="ok",
-            subjects=["ada"],
-        )
+        record_recognition(audit)
 
 
 def test_given_a_set_clock_when_swept_then_each_kind_goes_after_its_own_period(
@@ -140,16 +145,7 @@ def test_given_old_records_when_the_command_runs_then_it_deletes_and_says_so(
     settings = Settings(data_dir=tmp_path)
     enrollment = EnrollmentStore.from_settings(settings)
     old = AuditLog(enrollment, clock=lambda: 1_000)  # 1970: past any audit_days
-    old.record(
-        key_name="ops",
-        role="query",
-        action="recognize",
-        method="POST",
-        route="/recognize",
-        status=200,
-        outcome="ok",
-        subjects=["ada"],
-    )
+    record_recognition(old)
     AuditLog(enrollment).record(
         key_name="ops",
         role="query",
