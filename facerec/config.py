@@ -511,7 +511,9 @@ class JobConfig(_Section):
     python_executable: str | None = Field(
         None,
         description="Python that runs the job's functions on the workers (python.executable); "
-        "default: the interpreter that builds the job.",
+        "default: the facerec-flink-worker entry point installed beside the interpreter that "
+        "builds the job (that interpreter, with Beam's state sampler on a 10 ms period), "
+        "else that interpreter.",
     )
     kafka_connector_jar: Path | None = Field(
         None,

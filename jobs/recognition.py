@@ -62,6 +62,13 @@ class JobStreams:
         return [self.events, *self.dead_letters, self.frame_stats, self.sightings]
 
 
+def python_worker_executable() -> str:
+    """The job's Python workers: the ``facerec-flink-worker`` entry point installed beside
+    this interpreter (udfs.flink_functions.python_worker_main), else the interpreter."""
+    worker = Path(sys.executable).with_name("facerec-flink-worker")
+    return str(worker) if os.access(worker, os.X_OK) else sys.executable
+
+
 def create_env(settings: Settings, parallelism: int | None = None) -> StreamExecutionEnvironment:
     job = settings.job
     # On a local MiniCluster PyFlink otherwise runs every Python operator inside this client
@@ -72,7 +79,7 @@ def create_env(settings: Settings, parallelism: int | None = None) -> StreamExec
     config.set_string("python.execution-mode", "process")  # TensorFlow hangs in thread mode
     config.set_string("python.fn-execution.bundle.size", str(job.bundle_size))
     config.set_string("python.fn-execution.bundle.time", str(job.bundle_time_ms))
-    config.set_string("python.executable", job.python_executable or sys.executable)
+    config.set_string("python.executable", job.python_executable or python_worker_executable())
     config.set_string("python.client.executable", sys.executable)
     config.set_string("python.operator-chaining.enabled", "true")
     # a local MiniCluster needs a slot per parallel instance of each slot-sharing group
