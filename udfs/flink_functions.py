@@ -9,6 +9,9 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import runpy
+import sys
 import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -535,19 +538,15 @@ def python_worker_main() -> None:
     """Entry point of the job's Python workers (``python.executable``, the
     ``facerec-flink-worker`` script; jobs/recognition.py). PyFlink starts its worker as
     ``<python.executable> -m pyflink.fn_execution.beam.beam_boot ...``; this runs that module
-    the same way, with Beam's state sampler on a short period.
+    the same way, with Beam's state sampler on a short period. Any other command line is
+    handed to the interpreter unchanged.
 
     Why: at every bundle's end the Beam SDK harness joins its state-sampling thread, which
     sleeps between samples for up to 200 ms (the period grows with the bundle's length), so
     each bundle ended waiting for it: 10% of the recognize worker's time in a py-spy
-    profile; through this entry point the job analysed 10-20% more frames/s (README, "Where
-    the job's overhead goes"). The sampler is created with each bundle processor, before any of our functions
-    is loaded, hence an entry point rather than a setting in ``open()``. Any other command
-    line is handed to the interpreter unchanged."""
-    import os
-    import runpy
-    import sys
-
+    profile. Through this entry point the job analysed 10-20% more frames/s (README, "Where
+    the job's overhead goes"). The sampler is created with each bundle processor, before any
+    of our functions is loaded: hence an entry point, not a setting in ``open()``."""
     args = sys.argv[1:]
     if len(args) < 2 or args[0] != "-m":
         os.execv(sys.executable, [sys.executable, *args])  # noqa: S606 (the interpreter itself)
