@@ -96,6 +96,19 @@ def test_given_a_frame_already_over_budget_then_shed_even_when_its_floor_is_due(
     assert decide(shedder, 200, camera="new") is None
 
 
+def test_given_a_restored_job_then_frames_captured_before_it_started_are_never_shed():
+    """A restored job replays the frames after its checkpoint: those it handled before the
+    failure must be analysed again, not shed as late, and the outage's frames are not lost."""
+    shedder = LoadShedder(budget_ms=200, min_analysed_fps=1.0, backlog_until_ms=T0)
+    shedder.observe(frames=1, elapsed_ms=500)  # nothing could finish within the budget
+    assert [decide(shedder, age, now=T0 + 60_000) for age in (60_001, 61_000, 3_600_000)] == [
+        None,
+        None,
+        None,
+    ]
+    assert decide(shedder, 59_999, now=T0 + 60_000) == OVER_BUDGET  # captured after the start
+
+
 def test_given_a_frame_within_budget_then_it_resets_the_floor_clock():
     """The floor counts capture time from the last admitted frame, whatever admitted it."""
     shedder = LoadShedder(budget_ms=200, min_analysed_fps=1.0)

@@ -213,6 +213,7 @@ class RecognizeFrames(KeyedBroadcastProcessFunction):
         job = self.settings.job
         budget = job.latency_budget_ms if self.shed_late_frames else 0
         self.shedder = LoadShedder(budget, job.min_analysed_fps)
+        self.opened_ms = opened
         self.end_of_input_timer = opened  # one timer per key, however many batches
         self.end_of_input_keys: set[str] = set()
         self.gates = ctx.get_map_state(
@@ -285,11 +286,20 @@ class RecognizeFrames(KeyedBroadcastProcessFunction):
 
     def _ensure_matcher(self, ctx: KeyedBroadcastProcessFunction.ReadOnlyContext) -> Matcher:
         """The matcher, built at the first element from the broadcast state (a restored job's
-        snapshot): ``open()`` has no access to broadcast state."""
+        snapshot): ``open()`` has no access to broadcast state.
+
+        A matcher in that state means the job was restored (a checkpoint after a failure, or
+        a savepoint). The frames captured before this instance opened are then a backlog,
+        analysed whole rather than shed: they include the frames handled between the
+        checkpoint and the failure, whose events the event store already holds, and the
+        replay must produce them again (exactly-once sinks aborted them), and the frames
+        of the outage itself."""
         if self.matcher is None:
             state = ctx.get_broadcast_state(INDEX_STATE).get(MATCHER_KEY)
             self.matcher = self._new_matcher(state)
             self.index_ready = state is not None
+            if state is not None:
+                self.shedder.backlog_until_ms = self.opened_ms
         return self.matcher
 
     def process_broadcast_element(

@@ -24,7 +24,9 @@ passed the motion gate, before detection:
   look at still people.
 - Frames that are not live (a recording read as fast as it decodes) and bounded reads (an
   audit, a backlog) are never shed: the caller does not ask about the first, and passes
-  ``budget_ms=0`` for the second.
+  ``budget_ms=0`` for the second. Nor are the frames a restored job replays
+  (``backlog_until_ms``): a frame handled before a failure must be handled the same way
+  after it, or its events would be in the event store but never in an exactly-once topic.
 
 The cost estimate is learned from the analysed batches themselves (exponentially weighted
 mean and spread of milliseconds per frame), so it follows the machine, the detector and the
@@ -56,6 +58,9 @@ class LoadShedder:
     """Running mean of the analysis cost of one frame (None until a batch was timed)."""
     frame_cost_var: float = 0.0
     """Running variance of that cost (ms squared)."""
+    backlog_until_ms: int = 0
+    """Frames captured before this time (epoch ms) are a backlog, never shed: set when a
+    restored job starts, so the frames it replays get the outcome they got before."""
 
     @property
     def planning_cost_ms(self) -> float:
@@ -86,7 +91,7 @@ class LoadShedder:
     def _admits(
         self, camera_id: str, capture_ts: int, gate_reason: str, buffered: int, now: int
     ) -> bool:
-        if self.budget_ms <= 0 or gate_reason in NEVER_SHED:
+        if self.budget_ms <= 0 or gate_reason in NEVER_SHED or capture_ts < self.backlog_until_ms:
             return True
         if now - capture_ts > self.budget_ms:
             return False
