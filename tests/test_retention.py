@@ -25,8 +25,8 @@ DAY0 = 20_600 * DAY_MS
 """A fixed UTC midnight: every date in these tests counts from it."""
 
 
-def record_recognition(audit: AuditLog) -> None:
-    """One audit record of ``ops`` recognising ada."""
+def record_recognition(audit: AuditLog, subjects: tuple[str, ...] = ("ada",)) -> None:
+    """One audit record of ``ops`` recognising ``subjects`` (default: ada)."""
     audit.record(
         key_name="ops",
         role="query",
@@ -35,7 +35,7 @@ def record_recognition(audit: AuditLog) -> None:
         route="/recognize",
         status=200,
         outcome="ok",
-        subjects=["ada"],
+        subjects=list(subjects),
     )
 
 
@@ -117,15 +117,7 @@ def test_given_an_interval_when_started_then_the_sweep_runs_on_schedule(tmp_path
     settings = Settings(data_dir=tmp_path, retention={"audit_days": 1})
     now = [DAY0]
     events, evidence, enrollment, audit = stores(settings, lambda: now[0])
-    audit.record(
-        key_name="ops",
-        role="query",
-        action="recognize",
-        method="POST",
-        route="/recognize",
-        status=200,
-        outcome="ok",
-    )
+    record_recognition(audit, subjects=())
     now[0] = DAY0 + 2 * DAY_MS
     sweep = RetentionSweep(settings, lambda: events, evidence, audit, clock=lambda: now[0])
     sweep.start(0.05)
