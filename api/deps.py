@@ -7,12 +7,14 @@ time. Every authenticated request then pays its key's rate limit for its route c
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
-from typing import Annotated
+from typing import Annotated, Any
 from urllib.parse import urlsplit
 
-from fastapi import Depends, Request, Security
+from fastapi import Depends, Request, Response, Security
+from fastapi.concurrency import run_in_threadpool
+from fastapi.routing import APIRoute
 from fastapi.security import APIKeyCookie, APIKeyHeader
 
 from api.errors import ApiError
@@ -86,6 +88,56 @@ def same_origin(request: Request) -> bool:
     return bool(source) and urlsplit(source).netloc == request.headers.get("host")
 
 
+def identify_caller(
+    request: Request, key: str | None, cookie: str | None, **headers: str
+) -> tuple[str, Principal]:
+    """The key a request carries (the ``X-API-Key`` header, else the review UI's cookie) and
+    who it is: 401 without a known key, 403 for a cookie sent from another origin.
+    ``headers`` are added to the refusals."""
+    if not key and cookie:
+        # a browser attaches the cookie to whatever a page asks: SameSite=Strict keeps
+        # other sites out, this keeps out other origins of the same site (another port)
+        if request.method not in _SAFE_METHODS and not same_origin(request):
+            raise ApiError(
+                403,
+                "cross_origin",
+                "a cookie-authenticated change must come from this origin",
+                headers=headers or None,
+            )
+        key = cookie
+    refused = {"WWW-Authenticate": "APIKey", **headers}
+    if not key:
+        raise ApiError(401, "unauthorized", "missing X-API-Key header", headers=refused)
+    auth: Authenticator = request.app.state.auth
+    found = auth.identify(key)
+    if found is None:
+        raise ApiError(401, "unauthorized", "unknown API key", headers=refused)
+    return key, found
+
+
+class KeyBeforeBodyRoute(APIRoute):
+    """For routes that take uploads. FastAPI reads a request's body (spooling a multipart
+    upload to disk) before it runs the route's dependencies, so the role dependency alone
+    would refuse a caller without a key only after reading what they uploaded. This checks
+    the key first and refuses with the connection closed, the body unread; the route's
+    dependency then checks the role and pays the rate limit as on any route."""
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        handler = super().get_route_handler()
+
+        async def key_first(request: Request) -> Response:
+            await run_in_threadpool(
+                identify_caller,
+                request,
+                request.headers.get("x-api-key"),
+                request.cookies.get(KEY_COOKIE),
+                Connection="close",
+            )
+            return await handler(request)
+
+        return key_first
+
+
 def require(*roles: ApiRole) -> Callable[..., Principal]:
     """A dependency accepting a key whose role is one of ``roles`` (401 none, 403 other).
     The key comes from the ``X-API-Key`` header, else from the review UI's cookie."""
@@ -95,27 +147,8 @@ def require(*roles: ApiRole) -> Callable[..., Principal]:
         key: Annotated[str | None, Security(_api_key)] = None,
         cookie: Annotated[str | None, Security(_api_cookie)] = None,
     ) -> Principal:
-        if not key and cookie:
-            # a browser attaches the cookie to whatever a page asks: SameSite=Strict keeps
-            # other sites out, this keeps out other origins of the same site (another port)
-            if request.method not in _SAFE_METHODS and not same_origin(request):
-                raise ApiError(
-                    403, "cross_origin", "a cookie-authenticated change must come from this origin"
-                )
-            key = cookie
-        if not key:
-            raise ApiError(
-                401,
-                "unauthorized",
-                "missing X-API-Key header",
-                headers={"WWW-Authenticate": "APIKey"},
-            )
+        key, found = identify_caller(request, key, cookie)
         auth: Authenticator = request.app.state.auth
-        found = auth.identify(key)
-        if found is None:
-            raise ApiError(
-                401, "unauthorized", "unknown API key", headers={"WWW-Authenticate": "APIKey"}
-            )
         if found.role not in roles:
             raise ApiError(
                 403,

@@ -158,12 +158,20 @@ def test_given_a_decompression_bomb_when_uploaded_then_413_before_decoding(serve
     assert growth[0] < 10 * MB, f"peak RSS grew {growth[0] / MB:.1f} MB"
 
 
-def _multipart_head() -> bytes:
+def _multipart_head(path: str = "/recognize", key: str | None = KEY) -> bytes:
     return (
-        b"POST /recognize HTTP/1.1\r\nHost: facerec\r\nX-API-Key: " + KEY.encode() + b"\r\n"
-        b"Content-Type: multipart/form-data; boundary=xyzzy\r\n"
+        f"POST {path} HTTP/1.1\r\nHost: facerec\r\n".encode()
+        + (b"X-API-Key: " + key.encode() + b"\r\n" if key is not None else b"")
+        + b"Content-Type: multipart/form-data; boundary=xyzzy\r\n"
         b"Transfer-Encoding: chunked\r\n\r\n"
     )
+
+
+def _part_head(filename: str) -> bytes:
+    return (
+        f'--xyzzy\r\nContent-Disposition: form-data; name="{UPLOAD_FIELD}"; '
+        f'filename="{filename}"\r\nContent-Type: image/jpeg\r\n\r\n'
+    ).encode()
 
 
 def _chunk(data: bytes) -> bytes:
@@ -174,13 +182,9 @@ def _endless_body(
     port: int, pause_s: float, piece: bytes, answers: dict[str, object], name: str
 ) -> None:
     """A chunked multipart upload that never finishes, sent until the server answers."""
-    part = (
-        f'--xyzzy\r\nContent-Disposition: form-data; name="{UPLOAD_FIELD}"; '
-        f'filename="endless.jpg"\r\nContent-Type: image/jpeg\r\n\r\n'
-    ).encode()
     start, sent = time.monotonic(), 0
     with socket.create_connection((LOOPBACK, port), timeout=60) as sock:
-        sock.sendall(_multipart_head() + _chunk(part))
+        sock.sendall(_multipart_head() + _chunk(_part_head("endless.jpg")))
         try:
             while time.monotonic() - start < 120:
                 sock.sendall(_chunk(piece))
@@ -222,6 +226,26 @@ def test_given_bodies_that_never_end_when_posted_then_cut_off_and_others_served(
     assert b"request_timeout" in trickle
     assert BODY_TIMEOUT_S - 1 < trickle_s < BODY_TIMEOUT_S + 10, trickle_s
     assert growth[0] < 30 * MB, f"peak RSS grew {growth[0] / MB:.1f} MB"
+
+
+@pytest.mark.parametrize("path", ["/recognize", "/verify", "/people/p1/faces"])
+@pytest.mark.parametrize("key", [None, "not-a-key"], ids=["no-key", "unknown-key"])
+def test_given_an_upload_without_a_known_key_when_posted_then_401_before_its_body(
+    server, path, key
+):
+    """The upload has begun and is never finished: the answer cannot wait for it. Without
+    the check before the body, the server would read on until api.body_timeout_s (408)."""
+    with socket.create_connection((LOOPBACK, server.port), timeout=60) as sock:
+        start = time.monotonic()
+        sock.sendall(_multipart_head(path, key) + _chunk(_part_head("anonymous.jpg") + b"\xff"))
+        answer = b""
+        while chunk := sock.recv(65536):
+            answer += chunk
+        took = time.monotonic() - start
+    assert answer.startswith(b"HTTP/1.1 401 "), answer[:300]
+    assert b"connection: close" in answer.lower() and b"www-authenticate: apikey" in answer.lower()
+    assert b"unauthorized" in answer
+    assert took < BODY_TIMEOUT_S - 1, took
 
 
 async def _slow_clients(port: int, n: int) -> list[tuple[bytes, float]]:

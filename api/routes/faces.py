@@ -8,7 +8,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, File, Form, Response, UploadFile, status
 
-from api.deps import EnrollRole, ServicesDep
+from api.deps import EnrollRole, KeyBeforeBodyRoute, ServicesDep
 from api.errors import ApiError, answers, from_domain
 from api.schemas import EnrollResult, TemplatePublic
 from api.uploads import check_count, read_image
@@ -16,7 +16,7 @@ from index_builder.enrollment import FaceChoice, Photo, PhotoRefused
 from index_builder.store import DuplicateTemplate
 
 log = logging.getLogger(__name__)
-router = APIRouter(prefix="/people", tags=["faces"])
+router = APIRouter(prefix="/people", tags=["faces"], route_class=KeyBeforeBodyRoute)
 
 
 @router.post(

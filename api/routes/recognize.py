@@ -7,14 +7,14 @@ from typing import Annotated
 import numpy as np
 from fastapi import APIRouter, File, Form, UploadFile
 
-from api.deps import QueryRole, ServicesDep
+from api.deps import KeyBeforeBodyRoute, QueryRole, ServicesDep
 from api.schemas import NearestTemplate, RecognizedFace, RecognizeResult, finite
 from api.uploads import read_image
 from facerec.records import UNKNOWN
 from index_builder.store import PersonNotFound
 from udfs.match import Match
 
-router = APIRouter(tags=["recognition"])
+router = APIRouter(tags=["recognition"], route_class=KeyBeforeBodyRoute)
 
 
 @router.post("/recognize", response_model=RecognizeResult)

@@ -7,7 +7,7 @@ from typing import Annotated
 import numpy as np
 from fastapi import APIRouter, File, Form, UploadFile
 
-from api.deps import QueryRole, ServicesDep
+from api.deps import KeyBeforeBodyRoute, QueryRole, ServicesDep
 from api.errors import ApiError, answers, from_domain
 from api.schemas import VerifyResult
 from api.services import Services
@@ -15,7 +15,7 @@ from api.uploads import read_image
 from facerec.errors import FaceRecError
 from udfs.match import similarity
 
-router = APIRouter(tags=["recognition"])
+router = APIRouter(tags=["recognition"], route_class=KeyBeforeBodyRoute)
 
 
 @router.post("/verify", response_model=VerifyResult, responses=answers(404, 409))
