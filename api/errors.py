@@ -124,6 +124,8 @@ ERROR_STATUSES: dict[int, str] = {
     403: "The key's role may not call this route (forbidden), or a change authenticated by "
     "the UI's cookie came from another origin (cross_origin).",
     404: "Nothing with the id in the path (person_not_found, template_not_found, ...).",
+    408: "The request's headers (api.header_timeout_s) or its body (api.body_timeout_s) did "
+    "not arrive in time (request_timeout); `facerec api` answers it and closes the connection.",
     409: "Conflicts with what is stored (the reason code says which).",
     413: "Too large: the body (request_too_large, api.max_upload_bytes) or an image "
     "(image_too_large, images.max_bytes).",
@@ -131,6 +133,8 @@ ERROR_STATUSES: dict[int, str] = {
     "too_many_files), or an image is refused (invalid_image, no_face, several_faces, "
     "low_quality, ...).",
     429: "The key's rate limit for this kind of route (rate_limited); see Retry-After.",
+    431: "The request's headers are larger than api.max_header_bytes (headers_too_large); "
+    "`facerec api` answers it and closes the connection.",
     500: "An unexpected error (internal_error); the server log has the trace.",
     503: "Not ready.",
 }
@@ -158,8 +162,10 @@ def _free_text(schema: dict[str, Any]) -> bool:
 def operation_errors(operation: dict[str, Any]) -> set[int]:
     """The error statuses an operation can answer, from what it takes (an API key: 401,
     403 and 429; a body: 400, 413 and 422; a parameter that can fail validation: 422; a
-    path id: 404) and those its route declares in ``responses`` (``answers``)."""
-    found = {500} | {int(c) for c in operation["responses"] if c.isdigit() and int(c) >= 400}
+    path id: 404) and those its route declares in ``responses`` (``answers``). Any request
+    can be too slow or its headers too large for the server (408, 431: jobs/cli/api.py)."""
+    found = {408, 431, 500}
+    found |= {int(c) for c in operation["responses"] if c.isdigit() and int(c) >= 400}
     if operation.get("security"):
         found |= {401, 403, 429}
     if "requestBody" in operation:

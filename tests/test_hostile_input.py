@@ -248,6 +248,39 @@ def test_given_an_upload_without_a_known_key_when_posted_then_401_before_its_bod
     assert took < BODY_TIMEOUT_S - 1, took
 
 
+def test_given_headers_that_never_end_when_sent_then_431_and_the_answers_are_documented(server):
+    """One header line after another, as fast as the socket takes them: refused once the
+    head passes api.max_header_bytes (64 KiB), the connection closed; the OpenAPI document
+    lists 408 and 431 on every operation, as the server answers them on any."""
+    line = b"X-Filler: " + b"a" * 1000 + b"\r\n"
+    sent = 0
+    with server.other_client(), server.peak_rss_growth() as growth:
+        with socket.create_connection((LOOPBACK, server.port), timeout=60) as sock:
+            sock.sendall(b"GET /people HTTP/1.1\r\nHost: facerec\r\n")
+            try:
+                while sent < 50 * MB:
+                    sock.sendall(line)
+                    sent += len(line)
+            except OSError:  # the server answered and closed the connection
+                pass
+            answer = b""
+            try:
+                while chunk := sock.recv(65536):
+                    answer += chunk
+            except ConnectionResetError:
+                pass
+    print(f"endless headers: {answer[:40]!r} after {sent} bytes, peak RSS +{growth[0] / MB:.1f} MB")
+    assert answer.startswith(b"HTTP/1.1 431 "), answer[:300]
+    assert b"headers_too_large" in answer and b"connection: close" in answer.lower()
+    assert sent < 10 * MB, sent  # cut off near the limit, plus what the socket buffers held
+    assert growth[0] < 30 * MB, f"peak RSS grew {growth[0] / MB:.1f} MB"
+    doc = httpx.get(f"{server.url}/openapi.json", timeout=30).json()
+    for path, operations in doc["paths"].items():
+        for method, operation in operations.items():
+            assert {"408", "431"} <= set(operation["responses"]), (method, path)
+            assert "headers_too_large" in operation["responses"]["431"]["description"]
+
+
 async def _slow_clients(port: int, n: int) -> list[tuple[bytes, float]]:
     """``n`` clients that send a request line, then one header byte a second, for ever;
     each one's answer and when its connection was closed (seconds after it opened)."""
