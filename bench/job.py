@@ -363,6 +363,13 @@ def main() -> None:
         default=1,
         help="On 2 cores 1 is fastest: TensorFlow and OpenCV already use both cores.",
     )
+    ap.add_argument(
+        "--worker-threads",
+        type=int,
+        default=0,
+        help="job.worker_threads: OpenCV and TensorFlow threads per recognize worker (0: all "
+        "cores). The in-process run keeps the libraries' defaults.",
+    )
     ap.add_argument("--detector", default="ssd")
     ap.add_argument(
         "--warmup", type=float, default=10.0, help="Seconds excluded from steady-state latency."
@@ -425,6 +432,7 @@ def main() -> None:
         "cameras": args.cameras,
         "fps_per_camera": args.fps,
         "parallelism": args.parallelism,
+        "worker_threads": args.worker_threads,
         "detector": args.detector,
         "region": args.region,
         "checkpoint_interval_ms": args.checkpoint_ms,
@@ -435,6 +443,7 @@ def main() -> None:
 
     job = {
         "parallelism": args.parallelism,
+        "worker_threads": args.worker_threads,
         "checkpoint_interval_ms": args.checkpoint_ms,
         "bundle_size": args.bundle_size,
         "bundle_time_ms": args.bundle_time_ms,

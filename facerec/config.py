@@ -499,6 +499,14 @@ class EventsSinkConfig(_Section):
 
 class JobConfig(_Section):
     parallelism: int = Field(1, ge=1, le=256)
+    worker_threads: int = Field(
+        0,
+        ge=0,
+        le=64,
+        description="Threads OpenCV and TensorFlow use in each recognize worker; 0 = their "
+        "default, every core. With parallelism at the machine's cores, 1: the workers then "
+        "share the cores, and one worker's waits on Flink are another's compute.",
+    )
     checkpoint_interval_ms: int = Field(10_000, ge=100, description="Exactly-once barriers.")
     bundle_size: int = Field(16, ge=1, le=100_000, description="python.fn-execution.bundle.size")
     bundle_time_ms: int = Field(

@@ -157,3 +157,22 @@ def test_rejected_faces_are_reported_not_embedded(embedder, portraits):
     strict = FaceEngine(Settings(quality={"min_face_px": 400}), embedder=embedder)
     faces = strict.analyze_bytes(portraits["mindy_kaling"][3].read_bytes())
     assert faces and all(f.embedding is None and not f.quality.ok for f in faces)
+
+
+def test_given_worker_threads_when_an_engine_starts_then_opencv_and_tensorflow_use_them(
+    settings, sample, engine
+):
+    """job.worker_threads as the recognize workers apply it: OpenCV's pool (process-wide) and
+    TensorFlow's intra- and inter-op pools; the engine still finds and embeds faces."""
+    before = cv2.getNumThreads()
+    try:
+        one_thread = FaceEngine(settings, threads=1)
+        assert cv2.getNumThreads() == 1
+        config = one_thread.embedder.session._config
+        assert (config.intra_op_parallelism_threads, config.inter_op_parallelism_threads) == (1, 1)
+        ours, default = one_thread.analyze([sample[0]])[0], engine.analyze([sample[0]])[0]
+        assert len(ours) == len(default) == 1
+        assert np.allclose(ours[0].embedding, default[0].embedding, atol=1e-4)
+        one_thread.embedder.close()
+    finally:
+        cv2.setNumThreads(before)

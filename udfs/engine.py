@@ -45,13 +45,20 @@ class FaceEngine:
         settings: Settings,
         detector: Detector | None = None,
         embedder: FaceNetEmbedder | None = None,
+        threads: int = 0,
     ) -> None:
+        """``threads``: OpenCV's (process-wide) and TensorFlow's threads, in place of
+        ``embedder.intra_op_threads``; 0 leaves both as configured."""
         self.settings = settings
+        if threads:
+            import cv2
+
+            cv2.setNumThreads(threads)
         self.detector = detector or create_detector(settings.detector)
         self.embedder = embedder or FaceNetEmbedder(
             settings.embedder.model_path,
             batch_size=settings.embedder.batch_size,
-            threads=settings.embedder.intra_op_threads,
+            threads=threads or settings.embedder.intra_op_threads,
         )
         self.refiner = (
             OnetRefiner(settings.align.onet_passes) if settings.align.landmarks == "onet" else None

@@ -205,7 +205,7 @@ class RecognizeFrames(KeyedBroadcastProcessFunction):
     def open(self, ctx: RuntimeContext) -> None:
         from udfs.engine import FaceEngine
 
-        self.engine = FaceEngine(self.settings)
+        self.engine = FaceEngine(self.settings, threads=self.settings.job.worker_threads)
         self.engine.warmup()
         self.tracks = FaceTracks(self.settings.job.track)
         opened = now_ms()
