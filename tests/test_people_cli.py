@@ -166,3 +166,42 @@ def test_given_sighting_evidence_of_many_days_when_purged_then_old_days_go(cli):
     assert sorted(evidence.list_keys()) == sorted([new, template_key("p", "t")])
     r = cli("evidence", "purge", "--days", "0")
     assert r.exit_code == 0 and "removed 0" in r.stdout
+
+
+def test_given_commands_on_people_when_run_then_each_is_in_the_audit_log(cli, good):
+    """The commands read, enroll and erase people as the API's routes do, so they leave the
+    same audit records (GET /audit shows them): who ran them (cli:<login>), the action,
+    the command, its exit status and outcome, the people involved."""
+    from index_builder.audit import AuditLog, AuditQuery
+    from jobs.cli.common import cli_caller
+
+    name = next(iter(good))
+    assert cli("people", "add", "Ben Afflek", *map(str, good[name])).exit_code == 0
+    assert cli("people", "list").exit_code == 0
+    template = faces_of(cli, "ben_afflek")[0]["id"]
+    assert cli("people", "remove-face", "ben_afflek", template).exit_code == 0
+    missing = cli("people", "faces", "nobody")
+    assert missing.exit_code == 1, missing.output
+    assert cli("sightings", "--person", "ben_afflek").exit_code == 0
+    assert cli("people", "delete", "ben_afflek").exit_code == 0
+
+    store = EnrollmentStore.from_settings(cli.settings)
+    try:
+        records, _ = AuditLog(store).search(AuditQuery(key_name=cli_caller()), limit=100)
+    finally:
+        store.close()
+    got = sorted(
+        (r.id, r.route, r.action, r.role, r.method, r.status, r.outcome, r.subjects)
+        for r in records
+    )
+    tombstone = got[-1][-1][0]
+    assert tombstone.startswith("erased:")
+    assert [g[1:] for g in got] == [
+        ("facerec people add", "enroll", "cli", "CLI", 0, "ok", (tombstone,)),
+        ("facerec people list", "people.read", "cli", "CLI", 0, "ok", (tombstone,)),
+        ("facerec people faces", "people.read", "cli", "CLI", 0, "ok", (tombstone,)),
+        ("facerec people remove-face", "template.remove", "cli", "CLI", 0, "ok", (tombstone,)),
+        ("facerec people faces", "people.read", "cli", "CLI", 1, "person_not_found", ("nobody",)),
+        ("facerec sightings", "sightings.search", "cli", "CLI", 0, "ok", (tombstone,)),
+        ("facerec people delete", "erase", "cli", "CLI", 0, "ok", (tombstone,)),
+    ]

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from facerec.errors import FaceRecError
-from jobs.cli.common import ConfigOpt, fail, settings, tell_enrollment_store
+from jobs.cli.common import ConfigOpt, audited, fail, settings, tell_enrollment_store
 
 if TYPE_CHECKING:
     from index_builder.enrollment import FaceChoice, Photo
@@ -54,11 +54,13 @@ def people_list(config: ConfigOpt = None, limit: int = 50, offset: int = 0) -> N
 
     s = settings(config)
     tell_enrollment_store(s)
-    store = EnrollmentStore.from_settings(s)
-    try:
-        people, total = store.list_people(limit=limit, offset=offset)
-    finally:
-        store.close()
+    with audited(s, "people.read", "people list") as involved:
+        store = EnrollmentStore.from_settings(s)
+        try:
+            people, total = store.list_people(limit=limit, offset=offset)
+        finally:
+            store.close()
+        involved.update(p.id for p in people)
     for p in people:
         line = {
             "id": p.id,
@@ -94,9 +96,10 @@ def people_add(
     choice = _choice(largest_face, face_is_cropped)
     s = settings(config)
     tell_enrollment_store(s)
-    with enrollment_service(s) as service:
+    with audited(s, "enroll", "people add") as involved, enrollment_service(s) as service:
         try:
             person, created = service.ensure_person(name, person_id)
+            involved.add(person.id)
             enrolled = service.enroll(
                 person.id,
                 [Photo(str(p), p.read_bytes()) for p in photos],
@@ -150,11 +153,13 @@ def people_import(
     s = settings(config)
     tell_enrollment_store(s)
     with (
+        audited(s, "enroll", "people import") as involved,
         enrollment_service(s) as service,
         tqdm(total=total, desc="import", unit="photo", disable=not progress) as bar,
     ):
 
         def step(person_id: str, photo: Photo | None) -> None:
+            involved.add(person_id)
             bar.set_postfix_str(person_id, refresh=False)
             bar.update(1)
 
@@ -188,7 +193,10 @@ def people_faces(person_id: str, config: ConfigOpt = None) -> None:
 
     s = settings(config)
     tell_enrollment_store(s)
-    with enrollment_service(s) as service:
+    with (
+        audited(s, "people.read", "people faces", [person_id]),
+        enrollment_service(s) as service,
+    ):
         try:
             service.store.get_person(person_id)
             templates = service.store.list_templates(person_id)
@@ -216,7 +224,10 @@ def people_remove_face(person_id: str, template_id: str, config: ConfigOpt = Non
 
     s = settings(config)
     tell_enrollment_store(s)
-    with enrollment_service(s) as service:
+    with (
+        audited(s, "template.remove", "people remove-face", [person_id]),
+        enrollment_service(s) as service,
+    ):
         try:
             removed = service.remove_template(person_id, template_id)
         except FaceRecError as exc:
@@ -232,11 +243,17 @@ def people_delete(person_id: str, config: ConfigOpt = None) -> None:
 
     s = settings(config)
     tell_enrollment_store(s)
-    with enrollment_service(s) as service:
+    with (
+        audited(s, "erase", "people delete", [person_id]) as involved,
+        enrollment_service(s) as service,
+    ):
         try:
             erased = service.erase(person_id)
         except FaceRecError as exc:
             raise fail(exc.message) from exc
+        # the person is gone: the record names their tombstone, as the API's does
+        involved.clear()
+        involved.add(erased.tombstone_id)
     note = "" if erased.published else " (tombstone not published: the next snapshot erases)"
     typer.echo(
         f"erased {person_id} (seq {erased.change.seq}; {erased.evidence_removed} evidence "

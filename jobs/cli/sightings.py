@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from facerec.errors import FaceRecError
-from jobs.cli.common import ConfigOpt, fail, settings, tell_event_store
+from jobs.cli.common import ConfigOpt, audited, fail, settings, tell_event_store
 
 if TYPE_CHECKING:
     from facerec.eventstore import EventStore, SightingQuery
@@ -163,37 +163,41 @@ def sightings(
     s = settings(config)
     tell_event_store(s)
 
-    def emit(sighting: Sighting) -> None:
-        typer.echo(sighting.to_json() if as_json else row(sighting))
+    # --follow is recorded when it stops, with everyone it showed
+    with audited(s, "sightings.search", "sightings", [person] if person else []) as involved:
 
-    store = open_event_store(s)
-    try:
-        # one read for the listing and what --follow starts from: nothing written between
-        # the two is missed
-        watched = _page(store, query, max(limit, window) if follow_ else limit)
-        listed = watched[:limit]
-        if listed and not as_json:
-            typer.echo(header())
-        for sighting in reversed(listed) if follow_ else listed:  # following: oldest first
-            emit(sighting)
-        if not follow_:
-            typer.echo(f"{len(listed)} sighting(s)", err=True)
-            return
-        if not listed and not as_json:
-            typer.echo(header())
-        seen = {x.sighting_id: x.updated_ms for x in watched}
-        typer.echo(f"following (every {interval:g} s; Ctrl-C stops)", err=True)
+        def emit(sighting: Sighting) -> None:
+            involved.add(sighting.identity)
+            typer.echo(sighting.to_json() if as_json else row(sighting))
+
+        store = open_event_store(s)
         try:
-            follow(
-                store,
-                query,
-                seen,
-                emit,
-                window=window,
-                interval=interval,
-                max_seconds=max_seconds,
-            )
-        except KeyboardInterrupt:
-            pass
-    finally:
-        store.close()
+            # one read for the listing and what --follow starts from: nothing written between
+            # the two is missed
+            watched = _page(store, query, max(limit, window) if follow_ else limit)
+            listed = watched[:limit]
+            if listed and not as_json:
+                typer.echo(header())
+            for sighting in reversed(listed) if follow_ else listed:  # following: oldest first
+                emit(sighting)
+            if not follow_:
+                typer.echo(f"{len(listed)} sighting(s)", err=True)
+                return
+            if not listed and not as_json:
+                typer.echo(header())
+            seen = {x.sighting_id: x.updated_ms for x in watched}
+            typer.echo(f"following (every {interval:g} s; Ctrl-C stops)", err=True)
+            try:
+                follow(
+                    store,
+                    query,
+                    seen,
+                    emit,
+                    window=window,
+                    interval=interval,
+                    max_seconds=max_seconds,
+                )
+            except KeyboardInterrupt:
+                pass
+        finally:
+            store.close()
