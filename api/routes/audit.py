@@ -19,12 +19,18 @@ router = APIRouter(prefix="/audit", tags=["audit"])
 class AuditRecordPublic(BaseModel):
     id: int
     at_ms: int = Field(description="When the call was answered (epoch ms).")
-    key_name: str = Field(description="The caller's key; '' when no valid key was given.")
-    role: str
+    key_name: str = Field(
+        description="The caller's key; '' when no valid key was given; cli:<login name> for "
+        "a command."
+    )
+    role: str = Field(description="The key's role; cli for a command.")
     action: str = Field(description="recognize, verify, people.read, events.search, export, ...")
-    method: str
-    route: str = Field(description="The route template, e.g. /people/{person_id}.")
-    status: int = Field(description="The HTTP status of the answer.")
+    method: str = Field(description="The HTTP method; CLI for a command.")
+    route: str = Field(
+        description="The route template, e.g. /people/{person_id}; for a command, the "
+        "command (facerec people delete)."
+    )
+    status: int = Field(description="The HTTP status of the answer; a command's exit status.")
     outcome: str = Field(description="ok, or the error's reason code.")
     subjects: list[str] = Field(
         description="Person ids the call asked for or was answered with (erased people: "
