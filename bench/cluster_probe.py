@@ -62,6 +62,18 @@ def balanced_regions(cameras: list[str], parallelism: int) -> dict[str, str]:
     return regions
 
 
+def balanced_template(cameras: list[str], parallelism: int) -> str:
+    """A ``job.video.region`` template, one region per camera, whose regions Flink spreads
+    evenly over the recognize subtasks (``{camera}`` itself puts cam1-cam3 on one of two)."""
+    quota = -(-len(cameras) // parallelism)
+    for k in range(1000):
+        template = "{camera}" if k == 0 else f"r{k}-{{camera}}"
+        load = Counter(subtask_of(template.format(camera=c), parallelism) for c in cameras)
+        if max(load.values()) <= quota:
+            return template
+    raise ValueError(f"no balanced region names for {len(cameras)} cameras at {parallelism}")
+
+
 def cpu_s(path: str) -> float:
     """utime + stime of /proc/<path>/stat (a process, or a thread: <pid>/task/<tid>)."""
     fields = Path(f"/proc/{path}/stat").read_text().rsplit(")", 1)[1].split()

@@ -9,7 +9,7 @@ from collections import Counter
 import pytest
 
 from bench.capacity import cameras_per_core, check, frame_cost_ms
-from bench.cluster_probe import MAX_PARALLELISM, balanced_regions, subtask_of
+from bench.cluster_probe import MAX_PARALLELISM, balanced_regions, balanced_template, subtask_of
 
 COSTS = {"base_ms": 2.0, "pass_share": 0.5, "faces_embedded": 1.5, "detector_ms": 40.0}
 
@@ -73,6 +73,16 @@ def test_given_cameras_then_balanced_regions_give_each_subtask_as_many(paralleli
     assert len(set(regions.values())) == len(cameras)  # one region per camera
     load = Counter(subtask_of(r, parallelism) for r in regions.values())
     assert load == dict.fromkeys(range(parallelism), 4)
+
+
+@pytest.mark.parametrize(("cameras", "parallelism"), [(4, 2), (8, 2), (6, 3), (16, 4)])
+def test_given_cameras_then_the_balanced_region_template_gives_each_subtask_as_many(
+    cameras, parallelism
+):
+    names = [f"cam{i + 1}" for i in range(cameras)]
+    template = balanced_template(names, parallelism)
+    load = Counter(subtask_of(template.format(camera=c), parallelism) for c in names)
+    assert load == dict.fromkeys(range(parallelism), cameras // parallelism), template
 
 
 @pytest.mark.flink
