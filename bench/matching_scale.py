@@ -337,11 +337,13 @@ class Lever:
     hnsw_ef_construction: int = 100
     search: tuple[int, ...] = ()  # search_k (annoy) or ef (hnsw) values
     top_k: tuple[int, ...] = ()  # candidates re-ranked exactly (default: --top-k)
+    threads: tuple[int, ...] = ()  # hnswlib threads per batch (default: match.hnsw_threads)
 
 
 def parse_lever(spec: str) -> Lever:
     """``annoy:pca=128:trees=50:search=2000,5000`` or ``hnsw:pca=96:m=16:efc=100:search=32,64``;
-    ``topk=10,32`` times each search value with each number of re-ranked candidates."""
+    ``topk=10,32`` times each search value with each number of re-ranked candidates, and
+    ``threads=1,2`` with each number of hnswlib threads a batch is spread over."""
     kind, *opts = spec.split(":")
     lever = Lever(spec, kind, None)
     for opt in opts:
@@ -358,6 +360,8 @@ def parse_lever(spec: str) -> Lever:
             lever.search = tuple(int(v) for v in value.split(","))
         elif key == "topk":
             lever.top_k = tuple(int(v) for v in value.split(","))
+        elif key == "threads":
+            lever.threads = tuple(int(v) for v in value.split(","))
         else:
             raise ValueError(f"lever option {key!r} in {spec!r}")
     return lever
@@ -476,16 +480,19 @@ def run_lever(
     row["load_s"] = round(time.perf_counter() - t0, 2)
     row["bytes"]["python_ids_per_template"] = python_ids_bytes(m)
     print(f"  {lever.name}: built in {build_s:.1f}s", flush=True)
-    for value, top_k in itertools.product(lever.search, lever.top_k or (args.top_k,)):
-        m.search_k, m.hnsw_ef, m.top_k = value, value, top_k
+    for value, top_k, threads in itertools.product(
+        lever.search, lever.top_k or (args.top_k,), lever.threads or (m.hnsw_threads,)
+    ):
+        m.search_k, m.hnsw_ef, m.top_k, m.hnsw_threads = value, value, top_k, threads
         run: dict[str, Any] = {"search_k" if lever.index_kind == "annoy" else "ef": value}
         run["top_k"] = top_k
+        run["hnsw_threads"] = threads
         for name, queries in (("genuine", sample.genuine), ("stranger", sample.strangers)):
             run[name] = timing(m, queries, truth[name], args.batch, not args.no_raw)
         row["runs"].append(run)
         g, s = run["genuine"], run["stranger"]
         print(
-            f"    {value} top_k {top_k}: genuine r@1 {g['recall_at_1']} "
+            f"    {value} top_k {top_k} threads {threads}: genuine r@1 {g['recall_at_1']} "
             f"p50/p99 {g['p50_ms']}/{g['p99_ms']} ms cpu {g['cpu_p50_ms']}/{g['cpu_p99_ms']} "
             f"(b{args.batch} {g[f'batch{args.batch}_p50_ms']}/{g[f'batch{args.batch}_p99_ms']}); "
             f"stranger r@1 {s['recall_at_1']} p50/p99 {s['p50_ms']}/{s['p99_ms']} ms "

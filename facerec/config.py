@@ -219,6 +219,13 @@ class MatchConfig(_Section):
         "probes and 0.990-0.991 for strangers, ef 96 0.985-0.987 for strangers; p99 per "
         "query in batches of 16 was 1.1-1.6 ms for both on 2 busy cores.",
     )
+    hnsw_threads: int = Field(
+        1,
+        ge=1,
+        le=64,
+        description="Threads hnswlib spreads a micro-batch's queries over (snapshots with "
+        "index_kind hnsw). 1: the recognize worker shares its cores with TensorFlow.",
+    )
 
 
 # --------------------------------------------------------------------------- cameras
@@ -590,11 +597,13 @@ class JobConfig(_Section):
     )
     min_analysed_fps: float = Field(
         1.0,
-        ge=0,
+        gt=0,
         le=100,
         description="While shedding, each camera still gets a frame analysed at least this "
         "often, so a busy camera cannot starve another. Cameras x this rate must stay below "
-        "what the job can analyse (README: capacity model). 0 = no floor.",
+        "what the job can analyse (README: capacity model). There is no 0: shedding learns "
+        "what a frame costs from the frames it analyses, and a job that started under "
+        "overload without a floor shed 3617 of 3618 frames (README: Overload).",
     )
     motion: MotionConfig = Field(default_factory=MotionConfig)
     batch: BatchConfig = Field(default_factory=BatchConfig)

@@ -165,10 +165,11 @@ class Searcher(Protocol):
     kind: str
 
     def search(
-        self, queries: np.ndarray, k: int, *, search_k: int = -1, ef: int = 0
+        self, queries: np.ndarray, k: int, *, search_k: int = -1, ef: int = 0, threads: int = 1
     ) -> list[np.ndarray]:
         """Up to ``k`` item numbers per query, nearest first. ``search_k`` (Annoy: nodes
-        inspected) and ``ef`` (hnsw: candidate list size) are each read by their kind."""
+        inspected), ``ef`` (hnsw: candidate list size) and ``threads`` (hnsw: threads the
+        queries are spread over) are each read by their kind."""
         ...
 
     def close(self) -> None: ...
@@ -181,7 +182,7 @@ class AnnoySearcher:
     kind: str = "annoy"
 
     def search(
-        self, queries: np.ndarray, k: int, *, search_k: int = -1, ef: int = 0
+        self, queries: np.ndarray, k: int, *, search_k: int = -1, ef: int = 0, threads: int = 1
     ) -> list[np.ndarray]:
         q = self.projection(queries) if self.projection is not None else queries
         get = self.index.get_nns_by_vector
@@ -196,12 +197,10 @@ class HnswSearcher:
     index: Any  # hnswlib.Index
     projection: Projection | None = None
     kind: str = "hnsw"
-    threads: int = 1
-    """hnswlib's batch threads: one, the job's Python worker shares its cores."""
     _ef: int = field(default=-1, repr=False)
 
     def search(
-        self, queries: np.ndarray, k: int, *, search_k: int = -1, ef: int = 0
+        self, queries: np.ndarray, k: int, *, search_k: int = -1, ef: int = 0, threads: int = 1
     ) -> list[np.ndarray]:
         q = self.projection(queries) if self.projection is not None else queries
         k = min(k, self.index.get_current_count())
@@ -211,7 +210,7 @@ class HnswSearcher:
         if want != self._ef:
             self.index.set_ef(want)
             self._ef = want
-        labels, _ = self.index.knn_query(q, k=k, num_threads=self.threads)
+        labels, _ = self.index.knn_query(q, k=k, num_threads=threads)
         return [row.astype(np.int64) for row in labels]
 
     def close(self) -> None:

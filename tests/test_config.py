@@ -38,6 +38,9 @@ def test_given_every_source_when_loading_then_file_env_and_flags_win_in_that_ord
 def test_given_a_flag_out_of_bounds_when_loading_then_refused_naming_the_field(config_file):
     with pytest.raises(ValidationError, match="job.parallelism"):
         load_settings(config_file, {"job": {"parallelism": 0}})
+    # shedding with no floor can starve every camera for good (README: Overload)
+    with pytest.raises(ValidationError, match="job.min_analysed_fps"):
+        load_settings(config_file, {"job": {"min_analysed_fps": 0}})
 
 
 def test_given_settings_when_overridden_then_validated_again_and_secrets_kept():

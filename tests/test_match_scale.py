@@ -104,9 +104,27 @@ def test_given_exact_path_when_compared_with_brute_force_then_same_nearest(tmp_p
 def test_given_config_defaults_then_matcher_and_builder_follow_them():
     assert Matcher(MODEL).exact_max_templates == MatchConfig().exact_max_templates
     assert Matcher.from_config(MatchConfig(exact_max_templates=7, hnsw_ef=33)).hnsw_ef == 33
+    assert Matcher.from_config(MatchConfig(hnsw_threads=2)).hnsw_threads == 2
     cfg = IndexConfig(kind="hnsw", pca_dim=96, hnsw_m=12)
     opts = index_options(cfg)
     assert opts["index_kind"] == "hnsw" and opts["pca_dim"] == 96 and opts["hnsw_m"] == 12
+
+
+def test_given_hnsw_threads_when_a_batch_is_matched_then_the_same_matches(tmp_path):
+    """match.hnsw_threads spreads a micro-batch over hnswlib's threads: the same answers."""
+    vecs, persons = face_like(2000, seed=9)
+    path = build(tmp_path, vecs, persons, "h", index_kind="hnsw", pca_dim=32).path
+    queries = np.vstack([probes(vecs, 40), face_like(24, seed=10)[0]])
+    answers = []
+    for threads in (1, 2):
+        m = Matcher.from_config(
+            MatchConfig(exact_max_templates=0, hnsw_threads=threads, threshold=1.5), MODEL
+        )
+        m.load_snapshot(path)
+        assert m.search_path == "hnsw"
+        answers.append([(r.template_id, round(r.distance, 5)) for r in m.match(queries)])
+        m.close()
+    assert answers[0] == answers[1] and len(answers[0]) == 64
 
 
 def test_given_index_kinds_when_written_then_manifest_records_and_reader_follows(tmp_path):

@@ -281,6 +281,7 @@ class RecognizeFrames(KeyedBroadcastProcessFunction):
                 search_k=m.search_k,
                 exact_max_templates=m.exact_max_templates,
                 hnsw_ef=m.hnsw_ef,
+                hnsw_threads=m.hnsw_threads,
             )
         return Matcher.from_config(m)
 

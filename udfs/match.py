@@ -96,6 +96,7 @@ class Matcher:
         search_k: int = _DEFAULTS.search_k,
         exact_max_templates: int = _DEFAULTS.exact_max_templates,
         hnsw_ef: int = _DEFAULTS.hnsw_ef,
+        hnsw_threads: int = _DEFAULTS.hnsw_threads,
     ) -> None:
         if not 0.0 < threshold < 2.0:
             raise ValueError(f"threshold must be in (0, 2) for unit vectors, got {threshold}")
@@ -108,6 +109,7 @@ class Matcher:
         self.search_k = search_k
         self.exact_max_templates = exact_max_templates
         self.hnsw_ef = hnsw_ef
+        self.hnsw_threads = hnsw_threads
         self._snap: LoadedSnapshot | None = None
         self._items_of: dict[str, list[int]] | None = None  # person -> snapshot items (lazy)
         self._negative: np.ndarray | None = None  # snapshot items of negative persons
@@ -125,15 +127,16 @@ class Matcher:
     def from_config(
         cls, config: MatchConfig, model_id: str = FACENET_MODEL_ID, **overrides: Any
     ) -> Matcher:
-        """A matcher with the configured threshold, top_k, search_k, exact_max_templates and
-        hnsw_ef (``overrides`` win: a replay re-runs with the threshold recorded in the
-        original events)."""
+        """A matcher with the configured threshold, top_k, search_k, exact_max_templates,
+        hnsw_ef and hnsw_threads (``overrides`` win: a replay re-runs with the threshold
+        recorded in the original events)."""
         values: dict[str, Any] = {
             "threshold": config.threshold,
             "top_k": config.top_k,
             "search_k": config.search_k,
             "exact_max_templates": config.exact_max_templates,
             "hnsw_ef": config.hnsw_ef,
+            "hnsw_threads": config.hnsw_threads,
         }
         return cls(model_id, **(values | overrides))
 
@@ -329,7 +332,9 @@ class Matcher:
             )
         assert snap.searcher is not None
         k = min(snap.count, self.top_k + self._excluded_items)
-        found = snap.searcher.search(q, k, search_k=self.search_k, ef=self.hnsw_ef)
+        found = snap.searcher.search(
+            q, k, search_k=self.search_k, ef=self.hnsw_ef, threads=self.hnsw_threads
+        )
         if self._excluded is not None:
             excluded = self._excluded
             found = [items[~excluded[items]] for items in found]
