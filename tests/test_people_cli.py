@@ -168,7 +168,7 @@ def test_given_sighting_evidence_of_many_days_when_purged_then_old_days_go(cli):
     assert r.exit_code == 0 and "removed 0" in r.stdout
 
 
-def test_given_commands_on_people_when_run_then_each_is_in_the_audit_log(cli, good):
+def test_given_commands_on_people_when_run_then_each_is_in_the_audit_log(cli, good, tmp_path):
     """The commands read, enroll and erase people as the API's routes do, so they leave the
     same audit records (GET /audit shows them): who ran them (cli:<login>), the action,
     the command, its exit status and outcome, the people involved."""
@@ -176,7 +176,8 @@ def test_given_commands_on_people_when_run_then_each_is_in_the_audit_log(cli, go
     from jobs.cli.common import cli_caller
 
     name = next(iter(good))
-    assert cli("people", "add", "Ben Afflek", *map(str, good[name])).exit_code == 0
+    wall = str(blank(tmp_path / "wall.jpg"))
+    assert cli("people", "add", "Ben Afflek", *map(str, good[name]), wall).exit_code == 1
     assert cli("people", "list").exit_code == 0
     template = faces_of(cli, "ben_afflek")[0]["id"]
     assert cli("people", "remove-face", "ben_afflek", template).exit_code == 0
@@ -197,7 +198,8 @@ def test_given_commands_on_people_when_run_then_each_is_in_the_audit_log(cli, go
     tombstone = got[-1][-1][0]
     assert tombstone.startswith("erased:")
     assert [g[1:] for g in got] == [
-        ("facerec people add", "enroll", "cli", "CLI", 0, "ok", (tombstone,)),
+        # the photos were enrolled but one was refused: exit 1, the refusal's reason
+        ("facerec people add", "enroll", "cli", "CLI", 1, "no_face", (tombstone,)),
         ("facerec people list", "people.read", "cli", "CLI", 0, "ok", (tombstone,)),
         ("facerec people faces", "people.read", "cli", "CLI", 0, "ok", (tombstone,)),
         ("facerec people remove-face", "template.remove", "cli", "CLI", 0, "ok", (tombstone,)),

@@ -108,15 +108,16 @@ def people_add(
             )
         except (FaceRecError, ValueError) as exc:
             raise fail(getattr(exc, "message", str(exc))) from exc
-    typer.echo(f"{'created' if created else 'existing'} person {person.id} ({person.display_name})")
-    for t in enrolled.templates:
-        typer.echo(f"template {t.id}  sha256 {t.image_sha256[:12]}")
-    for photo, why in enrolled.refused:
-        typer.secho(_refusal(photo, why), fg=typer.colors.RED, err=True)
-    _notes(enrolled.published, enrolled.evidence_stored)
-    typer.echo(f"{len(enrolled.templates)} enrolled, {len(enrolled.refused)} refused")
-    if enrolled.refused:
-        raise typer.Exit(1)
+        state = "created" if created else "existing"
+        typer.echo(f"{state} person {person.id} ({person.display_name})")
+        for t in enrolled.templates:
+            typer.echo(f"template {t.id}  sha256 {t.image_sha256[:12]}")
+        for photo, why in enrolled.refused:
+            typer.secho(_refusal(photo, why), fg=typer.colors.RED, err=True)
+        _notes(enrolled.published, enrolled.evidence_stored)
+        typer.echo(f"{len(enrolled.templates)} enrolled, {len(enrolled.refused)} refused")
+        if enrolled.refused:  # the record's outcome: the first refusal's reason
+            raise typer.Exit(1) from enrolled.refused[0][1]
 
 
 @app.command("import")
@@ -169,20 +170,20 @@ def people_import(
             )
         except (FaceRecError, ValueError) as exc:
             raise fail(getattr(exc, "message", str(exc))) from exc
-    for pid in sorted(report.enrolled):
-        new = " (new)" if pid in report.created else ""
-        typer.echo(f"{pid}{new}: {report.enrolled[pid]} template(s)")
-    for pid in report.skipped_people:
-        typer.echo(f"{pid}: exists, skipped")
-    for pid, photo, why in report.refused:
-        typer.secho(f"{pid}: {_refusal(photo, why)}", fg=typer.colors.RED, err=True)
-    _notes(report.published, True)
-    typer.echo(
-        f"{len(report.enrolled)} people ({len(report.created)} new), {report.templates} "
-        f"templates, {len(report.refused)} photos refused"
-    )
-    if report.refused:
-        raise typer.Exit(1)
+        for pid in sorted(report.enrolled):
+            new = " (new)" if pid in report.created else ""
+            typer.echo(f"{pid}{new}: {report.enrolled[pid]} template(s)")
+        for pid in report.skipped_people:
+            typer.echo(f"{pid}: exists, skipped")
+        for pid, photo, why in report.refused:
+            typer.secho(f"{pid}: {_refusal(photo, why)}", fg=typer.colors.RED, err=True)
+        _notes(report.published, True)
+        typer.echo(
+            f"{len(report.enrolled)} people ({len(report.created)} new), {report.templates} "
+            f"templates, {len(report.refused)} photos refused"
+        )
+        if report.refused:  # the record's outcome: the first refusal's reason
+            raise typer.Exit(1) from report.refused[0][2]
 
 
 @app.command("faces")
