@@ -126,7 +126,8 @@ class KeyBeforeBodyRoute(APIRoute):
         handler = super().get_route_handler()
 
         async def key_first(request: Request) -> Response:
-            await run_in_threadpool(
+            # the role dependency takes it from here rather than looking the key up again
+            request.state.caller = await run_in_threadpool(
                 identify_caller,
                 request,
                 request.headers.get("x-api-key"),
@@ -147,7 +148,8 @@ def require(*roles: ApiRole) -> Callable[..., Principal]:
         key: Annotated[str | None, Security(_api_key)] = None,
         cookie: Annotated[str | None, Security(_api_cookie)] = None,
     ) -> Principal:
-        key, found = identify_caller(request, key, cookie)
+        caller = getattr(request.state, "caller", None)  # KeyBeforeBodyRoute's
+        key, found = caller if caller is not None else identify_caller(request, key, cookie)
         auth: Authenticator = request.app.state.auth
         if found.role not in roles:
             raise ApiError(

@@ -276,12 +276,7 @@ class RecognizeFrames(KeyedBroadcastProcessFunction):
                 json.loads(state),
                 model_id=FACENET_MODEL_ID,
                 dim=EMBEDDING_DIM,
-                threshold=m.threshold,
-                top_k=m.top_k,
-                search_k=m.search_k,
-                exact_max_templates=m.exact_max_templates,
-                hnsw_ef=m.hnsw_ef,
-                hnsw_threads=m.hnsw_threads,
+                **Matcher.configured(m),
             )
         return Matcher.from_config(m)
 

@@ -127,10 +127,15 @@ class Matcher:
     def from_config(
         cls, config: MatchConfig, model_id: str = FACENET_MODEL_ID, **overrides: Any
     ) -> Matcher:
-        """A matcher with the configured threshold, top_k, search_k, exact_max_templates,
-        hnsw_ef and hnsw_threads (``overrides`` win: a replay re-runs with the threshold
-        recorded in the original events)."""
-        values: dict[str, Any] = {
+        """A matcher with the configured settings (``configured``; ``overrides`` win: a
+        replay re-runs with the threshold recorded in the original events)."""
+        return cls(model_id, **(cls.configured(config) | overrides))
+
+    @staticmethod
+    def configured(config: MatchConfig) -> dict[str, Any]:
+        """The constructor arguments ``match.*`` sets: threshold, top_k, search_k,
+        exact_max_templates, hnsw_ef and hnsw_threads."""
+        return {
             "threshold": config.threshold,
             "top_k": config.top_k,
             "search_k": config.search_k,
@@ -138,7 +143,6 @@ class Matcher:
             "hnsw_ef": config.hnsw_ef,
             "hnsw_threads": config.hnsw_threads,
         }
-        return cls(model_id, **(values | overrides))
 
     @property
     def snapshot_id(self) -> str | None:
