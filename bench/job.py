@@ -220,11 +220,8 @@ def accuracy(events: list[dict], judge) -> dict:
     return {"right": round(right / n, 4), "unknown": round(unknown / n, 4)}
 
 
-def summarize(run: dict, warmup_s: float, judge) -> dict:
-    events, stats = run["events"], run["stats"]
-    t0 = min((e["capture_ts"] for e in events), default=0)
-    steady = [e for e in events if e["capture_ts"] - t0 >= warmup_s * 1000]
-    lat = lambda es: [e["stages"]["match"] - e["capture_ts"] for e in es]  # noqa: E731
+def stage_percentiles(events: list[dict]) -> dict:
+    """Per stage, the time from the previous stage's end (capture for the gate)."""
     per_stage = {}
     for stage, prev in (
         ("gate", "capture_ts"),
@@ -236,9 +233,18 @@ def summarize(run: dict, warmup_s: float, judge) -> dict:
             [
                 e["stages"][stage]
                 - (e["capture_ts"] if prev == "capture_ts" else e["stages"][prev])
-                for e in steady
+                for e in events
             ]
         )
+    return per_stage
+
+
+def summarize(run: dict, warmup_s: float, judge) -> dict:
+    events, stats = run["events"], run["stats"]
+    t0 = min((e["capture_ts"] for e in events), default=0)
+    steady = [e for e in events if e["capture_ts"] - t0 >= warmup_s * 1000]
+    lat = lambda es: [e["stages"]["match"] - e["capture_ts"] for e in es]  # noqa: E731
+    per_stage = stage_percentiles(steady)
     frames = len(stats)
     gated = sum(1 for s in stats if not s["passed"])
     # sustained rate: from the first frame the job finished to the last, so the seconds the
@@ -329,9 +335,20 @@ def overload_run(
     every = [s for s in stats if s["done_ms"] >= steady_from]
     analysed_all = sum(1 for s in every if s["passed"] and not s.get("shed"))
     span = (max(s["done_ms"] for s in every) - steady_from) / 1000 if every else 0
-    all_lat = [
-        e["stages"]["match"] - e["capture_ts"] for e in events if e["capture_ts"] >= steady_from
-    ]
+    steady = [e for e in events if e["capture_ts"] >= steady_from]
+    all_lat = [e["stages"]["match"] - e["capture_ts"] for e in steady]
+    # the faces that took their track's embedding against those FaceNet embedded: the load
+    # shedder plans the two kinds of frame apart (udfs/shedding.py)
+    by_embedding = {
+        kind: percentiles(
+            [
+                e["stages"]["match"] - e["capture_ts"]
+                for e in steady
+                if ("reused" in e["stages"]) == (kind == "reused")
+            ]
+        )
+        for kind in ("reused", "embedded")
+    }
     return {
         "factor": factor,
         "fps_per_camera": fps,
@@ -342,6 +359,8 @@ def overload_run(
         "analysed_frames_per_s": round(analysed_all / span, 2) if span else None,
         "analysed_vs_capacity": round(analysed_all / span / capacity_fps, 2) if span else None,
         "latency_ms_analysed": percentiles(all_lat),
+        "latency_ms_analysed_by_embedding": by_embedding,
+        "stages_ms_analysed": stage_percentiles(steady),
         "per_camera": cameras,
         "wall_s": round(run["wall_s"], 1),
     }

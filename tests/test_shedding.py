@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import pytest
 
+from facerec.config import TrackConfig
 from udfs.camera_status import CameraStatusWindows
 from udfs.pipeline import FrameStat
-from udfs.shedding import OVER_BUDGET, LoadShedder
+from udfs.shedding import OVER_BUDGET, AnalysedFrame, LoadShedder
 
 T0 = 1_800_000_000_000
 
@@ -51,15 +52,104 @@ def test_given_cost_changes_then_the_estimate_follows_it_smoothly():
     shedder = LoadShedder(budget_ms=200)
     shedder.observe(frames=1, elapsed_ms=100)
     shedder.observe(frames=4, elapsed_ms=200)  # 50 ms a frame
-    assert shedder.frame_cost_ms == pytest.approx(100 + 0.2 * (50 - 100))
+    assert shedder.frame_cost.mean == pytest.approx(100 + 0.2 * (50 - 100))
     variance = 0.8 * 0.2 * 50**2
-    assert shedder.frame_cost_var == pytest.approx(variance)
+    assert shedder.frame_cost.var == pytest.approx(variance)
     # admission plans with the mean plus two standard deviations
-    assert shedder.planning_cost_ms == pytest.approx(90 + 2 * variance**0.5)
-    assert decide(shedder, round(200 - shedder.planning_cost_ms) - 1) is None
+    assert shedder.planning_cost_ms() == pytest.approx(90 + 2 * variance**0.5)
+    assert decide(shedder, round(200 - shedder.planning_cost_ms()) - 1) is None
     assert decide(shedder, round(200 - 90) - 1) == OVER_BUDGET  # the mean alone would admit it
     shedder.observe(frames=0, elapsed_ms=30)  # an empty batch teaches nothing
-    assert shedder.frame_cost_ms == pytest.approx(90)
+    assert shedder.frame_cost.mean == pytest.approx(90)
+
+
+def test_given_frames_with_and_without_facenet_passes_then_each_kind_is_planned_with_its_own():
+    """A batch's FaceNet time is split over its passes, the rest over its frames. A frame
+    whose faces can reuse its camera's embeddings (previous frame within max_gap_ms, last
+    embedding within reuse_ms) is planned with the passes such frames took, another with the
+    passes the others took."""
+    shedder = LoadShedder(budget_ms=200, track=TrackConfig(max_gap_ms=1000, reuse_ms=1000))
+    # cam1 at T0 (its face embedded), cam1 200 ms on (the face reused), cam2 (embedded)
+    frames = [
+        AnalysedFrame("cam1", T0, embedded=1),
+        AnalysedFrame("cam1", T0 + 200, embedded=0),
+        AnalysedFrame("cam2", T0 + 100, embedded=1),
+    ]
+    shedder.observe(frames=3, elapsed_ms=3 * 30 + 2 * 60, embed_ms=2 * 60, analysed=frames)
+    assert (shedder.frame_cost.mean, shedder.pass_cost.mean) == (30, 60)
+    assert (shedder.passes[False].mean, shedder.passes[True].mean) == (1, 0)
+    assert shedder.planning_cost_ms(reusing=False) == pytest.approx(90)
+    assert shedder.planning_cost_ms(reusing=True) == pytest.approx(30)
+    # 150 ms old on arrival: a frame to embed (150 + 90) is shed, a reusing one (150 + 30)
+    # analysed. cam1 has had no frame admitted (analysed ones were not asked about here).
+    now = T0 + 1_100
+    assert decide(shedder, 150, camera="cam1", now=now) == OVER_BUDGET
+    assert decide(shedder, 50, camera="cam1", now=now) is None  # 50 + 90: admitted
+    shedder.observe(1, 90, embed_ms=60, analysed=[AnalysedFrame("cam1", now - 50, embedded=1)])
+    assert decide(shedder, 150, camera="cam1", now=now + 200) is None  # reuses, 150 + 30
+    # more than max_gap_ms after the previous admitted frame: embedded again, planned so
+    assert decide(shedder, 150, camera="cam1", now=now + 1_300) == OVER_BUDGET
+
+
+def overloaded_job(track: TrackConfig | None, seconds: int = 20) -> dict[str, float]:
+    """A simulated recognize operator under about twice the load it can analyse, started cold.
+
+    Six cameras at 5 fps, one face each; frames reach the operator 80 ms after capture and
+    are handled one at a time, as the operator does (a shed frame costs 1 ms). Analysing a
+    frame costs 40 ms, plus 100 ms when its face is embedded: it reuses the embedding when
+    the camera's previous analysed frame is at most 800 ms older and that embedding at most
+    800 ms old (udfs/track.py's rule). A frame to embed (80 + 140 ms) cannot end within the
+    budget; a reusing one can. The first batch was slow (the cold job): 400 ms."""
+    budget, reach, gap = 200, 80, 800
+    shedder = LoadShedder(budget, min_analysed_fps=1.0, track=track)
+    shedder.observe(1, 400, embed_ms=300, analysed=[AnalysedFrame("warm-up", 0, 1)])
+    arrivals = sorted(
+        (T0 + camera * 33 + k * 200 + reach, f"cam{camera}", k)
+        for camera in range(6)
+        for k in range(seconds * 5)
+    )
+    seen: dict[str, tuple[int, int]] = {}  # camera -> (last analysed, last embedded) capture
+    free_at, analysed, reusing_latencies = 0, 0, []
+    for arrival, camera, k in arrivals:
+        now = max(arrival, free_at)
+        captured = arrival - reach
+        reason = "motion" if k else "first"
+        if decide(shedder, now - captured, camera=camera, reason=reason, now=now) is not None:
+            free_at = now + 1
+            continue
+        last, embedded_at = seen.get(camera, (None, None))
+        reuse = last is not None and captured - last <= gap and captured - embedded_at <= gap
+        passes = 0 if reuse else 1
+        free_at = now + 40 + 100 * passes
+        seen[camera] = (captured, embedded_at if reuse else captured)
+        shedder.observe(
+            1,
+            40 + 100 * passes,
+            embed_ms=100 * passes,
+            analysed=[AnalysedFrame(camera, captured, passes)],
+        )
+        analysed += 1
+        if not passes:
+            reusing_latencies.append(free_at - captured)
+    return {
+        "analysed_fps": analysed / seconds,
+        "reusing_frames": len(reusing_latencies),
+        "reusing_max_ms": max(reusing_latencies, default=0),
+    }
+
+
+def test_given_a_cold_job_under_overload_then_the_cheap_frames_after_a_floor_frame_are_analysed():
+    """The frames that reuse a floor frame's embeddings fit the budget and are admitted, so
+    the job analyses well above its floor. Planned with one cost for every frame (what the
+    job did before), the floor's dear frames keep the estimate high and only they are
+    analysed (6 cameras x 1 fps)."""
+    reusing = overloaded_job(TrackConfig(max_gap_ms=800, reuse_ms=800))
+    one_kind = overloaded_job(None)
+    assert one_kind["analysed_fps"] <= 6 * 1.1, one_kind
+    # the floor frames, each followed by the frames that reuse it while they fit
+    assert reusing["analysed_fps"] >= 2 * one_kind["analysed_fps"], reusing
+    assert reusing["reusing_frames"] >= 10 * 20, reusing
+    assert reusing["reusing_max_ms"] <= 200, reusing  # they end within the budget
 
 
 @pytest.mark.parametrize("reason", ["keepalive", "first"])

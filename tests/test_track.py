@@ -44,7 +44,7 @@ def record(frame: np.ndarray, seq: int, ts: int) -> FrameRecord:
 def run(engine, tracks, frames):
     out = []
     for seq, (frame, ts) in enumerate(frames):
-        candidates, dead, stats = analyze_batch(
+        candidates, dead, stats, _ = analyze_batch(
             engine, [(record(frame, seq, ts), {"ingest": ts, "gate": ts})], tracks
         )
         assert not dead and len(stats) == 1
@@ -92,7 +92,7 @@ def test_reuse_within_one_batch(engine, portraits):
     a, b = portraits["ben_afflek"][0], portraits["jerry_seinfeld"][0]
     frames = [scene(a, 120), scene(a, 126), scene(a, 132), scene(b, 132)]
     batch = [(record(f, i, i * 200), {"ingest": 0, "gate": 0}) for i, f in enumerate(frames)]
-    candidates, dead, stats = analyze_batch(engine, batch, FaceTracks(TrackConfig()))
+    candidates, dead, stats, _ = analyze_batch(engine, batch, FaceTracks(TrackConfig()))
     assert not dead
     assert [s.reused for s in stats] == [0, 1, 1, 0]
     assert np.array_equal(candidates[2].embedding, candidates[0].embedding)

@@ -57,7 +57,7 @@ from udfs.pipeline import (
     observations,
     to_events,
 )
-from udfs.shedding import LoadShedder
+from udfs.shedding import AnalysedFrame, LoadShedder
 from udfs.sightings import SightingTracker, SightingUpdate
 from udfs.track import FaceTracks
 
@@ -212,7 +212,9 @@ class RecognizeFrames(KeyedBroadcastProcessFunction):
         self.policy = BatchPolicy(self.settings.job.batch, opened_ms=opened)
         job = self.settings.job
         budget = job.latency_budget_ms if self.shed_late_frames else 0
-        self.shedder = LoadShedder(budget, job.min_analysed_fps)
+        self.shedder = LoadShedder(
+            budget, job.min_analysed_fps, track=job.track if job.track.reuse_ms > 0 else None
+        )
         self.opened_ms = opened
         self.end_of_input_timer = opened  # one timer per key, however many batches
         self.end_of_input_keys: set[str] = set()
@@ -410,10 +412,16 @@ class RecognizeFrames(KeyedBroadcastProcessFunction):
 
     def _analyze(self, batch: list[BatchItem], matcher: Matcher) -> Iterator[Output]:
         started = time.perf_counter()
-        candidates, dead, stats = analyze_batch(self.engine, batch, self.tracks)
+        candidates, dead, stats, embed_ms = analyze_batch(self.engine, batch, self.tracks)
         events = to_events(candidates, matcher, self.camera_thresholds)
         elapsed_ms = (time.perf_counter() - started) * 1000
-        self.shedder.observe(len(batch), elapsed_ms)
+        captured = {record.frame_id: record.capture_ts for record, _ in batch}
+        self.shedder.observe(
+            len(batch),
+            elapsed_ms,
+            embed_ms=embed_ms,
+            analysed=[AnalysedFrame(s.camera_id, captured[s.frame_id], s.embedded) for s in stats],
+        )
         # counters, not distributions: the Prometheus reporter exports no distribution value
         self.metrics.inc("batches")
         self.metrics.inc("batch_frames", n=len(batch))

@@ -17,7 +17,7 @@ import logging
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import partial
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 import numpy as np
 
@@ -84,6 +84,11 @@ class FrameStat:
     base of sustained-throughput figures."""
     shed: bool = False
     """It passed the gate but was not analysed: ``reason`` says why (udfs/shedding.py)."""
+
+    @property
+    def embedded(self) -> int:
+        """FaceNet passes its faces took: the accepted ones that reused no embedding."""
+        return self.faces - self.rejected - self.reused
 
     @property
     def outcome(self) -> str:
@@ -157,11 +162,21 @@ def gate_stored(
     return decision
 
 
+class AnalysedBatch(NamedTuple):
+    candidates: list[FaceCandidate]
+    dead: list[DeadLetter]
+    stats: list[FrameStat]
+    """One per frame that decoded, in the batch's order."""
+    embed_ms: int
+    """Wall time of aligning and embedding the batch's faces (the rest is decoding and
+    detection): the load shedder learns the two costs apart (udfs/shedding.py)."""
+
+
 def analyze_batch(
     engine: FaceEngine,
     batch: Sequence[BatchItem],
     tracks: FaceTracks | None = None,
-) -> tuple[list[FaceCandidate], list[DeadLetter], list[FrameStat]]:
+) -> AnalysedBatch:
     """Decode, detect and embed a batch of gated frames with one detector and one FaceNet
     call. Frames whose JPEG does not decode become dead letters; the rest go on. With
     ``tracks``, a face continuing one of its camera's previous frame reuses that
@@ -241,7 +256,7 @@ def analyze_batch(
                     ),
                 )
             )
-    return candidates, dead, stats
+    return AnalysedBatch(candidates, dead, stats, embedded_at - detected_at)
 
 
 def _round_box(box: tuple[float, float, float, float]) -> tuple[float, float, float, float]:
@@ -361,7 +376,7 @@ class RecognitionPipeline:
     def _analyze(self, batch: list[BatchItem], out: PipelineResult) -> None:
         if not batch:
             return
-        candidates, dead, stats = analyze_batch(self.engine, batch, self.tracks)
+        candidates, dead, stats, _ = analyze_batch(self.engine, batch, self.tracks)
         out.dead_letters.extend(dead)
         out.stats.extend(stats)
         events = to_events(candidates, self.matcher, self.camera_thresholds)

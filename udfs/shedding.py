@@ -29,23 +29,67 @@ passed the motion gate, before detection:
   after it, or its events would be in the event store but never in an exactly-once topic.
 
 The cost estimate is learned from the analysed batches themselves (exponentially weighted
-mean and spread of milliseconds per frame), so it follows the machine, the detector and the
-scene. Admission plans with the mean plus two spreads: a frame admitted on the mean alone
-would end past the budget about every other time it sits near the limit.
+means and spreads), so it follows the machine, the detector and the scene. It has two
+parts, timed apart in each batch: what a frame costs without FaceNet (decoding, detection,
+matching), and what one FaceNet pass costs. How many passes a frame takes depends on its
+camera's recent frames: a frame that continues its camera's previous analysed frame
+(within ``job.track.max_gap_ms``) while that camera's last embedding is still reusable
+(within ``job.track.reuse_ms``) mostly takes none, its faces reusing their track's
+embedding (udfs/track.py); any other frame's faces are embedded. The shedder learns the
+passes per frame of the two kinds apart and plans each frame with its own kind. With one
+figure for both, an overloaded job could settle where only the floor's isolated, dear
+frames were analysed: they kept the estimate high, so the cheap frames that follow them
+were shed too (measured: a cold job at 2x its capacity analysed 0.20 of it). A reusing
+frame whose passes were never measured is planned with none, so a floor frame is followed
+by its camera's next frames when they fit.
+
+Admission plans with the mean plus two spreads: a frame admitted on the mean alone would
+end past the budget about every other time it sits near the limit.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from facerec.config import TrackConfig
 
 OVER_BUDGET = "over_budget"
 """The frame could no longer be analysed within the latency budget."""
 NEVER_SHED = frozenset({"first", "keepalive"})
 """Gate reasons whose frames are analysed under any load."""
 COST_WEIGHT = 0.2
-"""Weight of the newest batch in the running cost estimate."""
+"""Weight of the newest batch in the running estimates."""
 PLANNING_SPREADS = 2.0
-"""Standard deviations of the cost added to its mean when admitting a frame."""
+"""Standard deviations of a cost added to its mean when admitting a frame."""
+
+
+@dataclass
+class RunningEstimate:
+    """Exponentially weighted mean and variance of a measured quantity (Finch, "Incremental
+    calculation of weighted mean and variance", 2009)."""
+
+    mean: float | None = None
+    """None until the first measurement."""
+    var: float = 0.0
+
+    def add(self, value: float) -> None:
+        if self.mean is None:
+            self.mean = value
+            return
+        diff = value - self.mean
+        self.mean += COST_WEIGHT * diff
+        self.var = (1 - COST_WEIGHT) * (self.var + COST_WEIGHT * diff**2)
+
+
+@dataclass(frozen=True)
+class AnalysedFrame:
+    """One frame of an analysed batch, as the shedder learns from it."""
+
+    camera_id: str
+    capture_ts: int
+    embedded: int
+    """FaceNet passes its faces took (faces that reused an earlier embedding take none)."""
 
 
 @dataclass
@@ -54,24 +98,56 @@ class LoadShedder:
 
     budget_ms: int
     min_analysed_fps: float = 0.0
-    frame_cost_ms: float | None = None
-    """Running mean of the analysis cost of one frame (None until a batch was timed)."""
-    frame_cost_var: float = 0.0
-    """Running variance of that cost (ms squared)."""
+    track: TrackConfig | None = None
+    """When a frame's faces may reuse earlier embeddings (None: never)."""
     backlog_until_ms: int = 0
     """Frames captured before this time (epoch ms) are a backlog, never shed: set when a
     restored job starts, so the frames it replays get the outcome they got before."""
-
-    @property
-    def planning_cost_ms(self) -> float:
-        """What admitting a frame assumes it costs: the mean plus ``PLANNING_SPREADS``
-        standard deviations (0 before the first batch)."""
-        if self.frame_cost_ms is None:
-            return 0.0
-        return self.frame_cost_ms + PLANNING_SPREADS * self.frame_cost_var**0.5
+    frame_cost: RunningEstimate = field(default_factory=RunningEstimate)
+    """Milliseconds a frame costs besides its FaceNet passes."""
+    pass_cost: RunningEstimate = field(default_factory=RunningEstimate)
+    """Milliseconds of one FaceNet pass (a batch's FaceNet time over its passes)."""
+    passes: dict[bool, RunningEstimate] = field(
+        default_factory=lambda: {True: RunningEstimate(), False: RunningEstimate()}
+    )
+    """FaceNet passes per frame, for frames whose faces may reuse embeddings (True) and for
+    the others (False)."""
+    passes_any: RunningEstimate = field(default_factory=RunningEstimate)
+    """FaceNet passes per frame over all frames: the frames buffered before a frame are
+    planned with it, their kinds being unknown to the shedder."""
 
     def __post_init__(self) -> None:
-        self._last_admitted: dict[str, int] = {}  # camera id -> capture time, epoch ms
+        # camera id -> capture time (epoch ms) of its last admitted frame, its last analysed
+        # frame, and its last analysed frame that took a FaceNet pass
+        self._last_admitted: dict[str, int] = {}
+        self._last_analysed: dict[str, int] = {}
+        self._last_embedded: dict[str, int] = {}
+
+    def planning_cost_ms(self, reusing: bool | None = None) -> float:
+        """What admitting a frame assumes it costs: the frame cost plus its kind's FaceNet
+        passes times a pass's cost, mean plus ``PLANNING_SPREADS`` standard deviations of
+        that sum (the three taken as independent). ``reusing`` None: a frame of either
+        kind, in the mix analysed so far."""
+        if self.frame_cost.mean is None:
+            return 0.0
+        passes = self.passes_any if reusing is None else self.passes[reusing]
+        n, n_var = passes.mean or 0.0, passes.var
+        c, c_var = self.pass_cost.mean or 0.0, self.pass_cost.var
+        mean = self.frame_cost.mean + n * c
+        var = self.frame_cost.var + n_var * c**2 + n**2 * c_var + n_var * c_var
+        return mean + PLANNING_SPREADS * var**0.5
+
+    def _reuses(self, previous: int | None, camera_id: str, capture_ts: int) -> bool:
+        """Whether a frame of ``camera_id`` captured at ``capture_ts``, its camera's previous
+        frame captured at ``previous``, finds embeddings to reuse (udfs/track.py's rule)."""
+        embedded = self._last_embedded.get(camera_id)
+        return (
+            self.track is not None
+            and previous is not None
+            and embedded is not None
+            and 0 <= capture_ts - previous <= self.track.max_gap_ms
+            and capture_ts - embedded <= self.track.reuse_ms
+        )
 
     @property
     def min_gap_ms(self) -> float | None:
@@ -95,23 +171,37 @@ class LoadShedder:
             return True
         if now - capture_ts > self.budget_ms:
             return False
-        expected_done = now + (buffered + 1) * self.planning_cost_ms
+        reusing = self._reuses(self._last_admitted.get(camera_id), camera_id, capture_ts)
+        expected_done = now + buffered * self.planning_cost_ms() + self.planning_cost_ms(reusing)
         if expected_done - capture_ts <= self.budget_ms:
             return True
         floor = self.min_gap_ms
         last = self._last_admitted.get(camera_id)
         return floor is not None and (last is None or capture_ts - last >= floor)
 
-    def observe(self, frames: int, elapsed_ms: float) -> None:
-        """A batch of ``frames`` took ``elapsed_ms`` from decoding to matching."""
+    def observe(
+        self,
+        frames: int,
+        elapsed_ms: float,
+        *,
+        embed_ms: float = 0.0,
+        analysed: Sequence[AnalysedFrame] = (),
+    ) -> None:
+        """A batch of ``frames`` took ``elapsed_ms`` from decoding to matching, of which
+        ``embed_ms`` aligning and embedding faces; ``analysed``: its frames that decoded."""
         if frames <= 0:
             return
-        per_frame = elapsed_ms / frames
-        if self.frame_cost_ms is None:
-            self.frame_cost_ms = per_frame
-            return
-        # exponentially weighted mean and variance (Finch, "Incremental calculation of
-        # weighted mean and variance", 2009)
-        diff = per_frame - self.frame_cost_ms
-        self.frame_cost_ms += COST_WEIGHT * diff
-        self.frame_cost_var = (1 - COST_WEIGHT) * (self.frame_cost_var + COST_WEIGHT * diff**2)
+        passes = sum(f.embedded for f in analysed)
+        if passes:
+            self.pass_cost.add(embed_ms / passes)
+            self.frame_cost.add((elapsed_ms - embed_ms) / frames)
+        else:  # no FaceNet pass: what the embedding step took is the frames' own cost
+            self.frame_cost.add(elapsed_ms / frames)
+        for frame in sorted(analysed, key=lambda f: f.capture_ts):
+            camera = frame.camera_id
+            reusing = self._reuses(self._last_analysed.get(camera), camera, frame.capture_ts)
+            self.passes[reusing].add(frame.embedded)
+            self.passes_any.add(frame.embedded)
+            self._last_analysed[camera] = frame.capture_ts
+            if frame.embedded:
+                self._last_embedded[camera] = frame.capture_ts
