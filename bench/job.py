@@ -220,6 +220,11 @@ def accuracy(events: list[dict], judge) -> dict:
     return {"right": round(right / n, 4), "unknown": round(unknown / n, 4)}
 
 
+def latency_ms(event: dict) -> int:
+    """Capture to match of one event."""
+    return event["stages"]["match"] - event["capture_ts"]
+
+
 def stage_percentiles(events: list[dict]) -> dict:
     """Per stage, the time from the previous stage's end (capture for the gate)."""
     per_stage = {}
@@ -243,7 +248,7 @@ def summarize(run: dict, warmup_s: float, judge) -> dict:
     events, stats = run["events"], run["stats"]
     t0 = min((e["capture_ts"] for e in events), default=0)
     steady = [e for e in events if e["capture_ts"] - t0 >= warmup_s * 1000]
-    lat = lambda es: [e["stages"]["match"] - e["capture_ts"] for e in es]  # noqa: E731
+    lat = lambda es: [latency_ms(e) for e in es]  # noqa: E731
     per_stage = stage_percentiles(steady)
     frames = len(stats)
     gated = sum(1 for s in stats if not s["passed"])
@@ -277,7 +282,7 @@ def summarize(run: dict, warmup_s: float, judge) -> dict:
             (
                 (e["capture_ts"] - t0) / 1000
                 for e in events
-                if e["stages"]["match"] - e["capture_ts"] > 200
+                if latency_ms(e) > 200
             ),
             default=None,
         ),
@@ -322,7 +327,7 @@ def overload_run(
         done = [s["done_ms"] for s in mine]
         span_s = (max(done) - min(done)) / 1000 if len(done) > 1 else 0
         lat = [
-            e["stages"]["match"] - e["capture_ts"]
+            latency_ms(e)
             for e in events
             if e["camera_id"] == camera and e["capture_ts"] >= steady_from
         ]
@@ -336,16 +341,12 @@ def overload_run(
     analysed_all = sum(1 for s in every if s["passed"] and not s.get("shed"))
     span = (max(s["done_ms"] for s in every) - steady_from) / 1000 if every else 0
     steady = [e for e in events if e["capture_ts"] >= steady_from]
-    all_lat = [e["stages"]["match"] - e["capture_ts"] for e in steady]
+    all_lat = [latency_ms(e) for e in steady]
     # the faces that took their track's embedding against those FaceNet embedded: the load
     # shedder plans the two kinds of frame apart (udfs/shedding.py)
     by_embedding = {
         kind: percentiles(
-            [
-                e["stages"]["match"] - e["capture_ts"]
-                for e in steady
-                if ("reused" in e["stages"]) == (kind == "reused")
-            ]
+            [latency_ms(e) for e in steady if ("reused" in e["stages"]) == (kind == "reused")]
         )
         for kind in ("reused", "embedded")
     }

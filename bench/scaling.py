@@ -67,7 +67,7 @@ from cluster_probe import (  # noqa: E402
     processes,
     thread_limits,
 )
-from job import accuracy, build_world, percentiles, scene_judge  # noqa: E402
+from job import accuracy, build_world, latency_ms, percentiles, scene_judge  # noqa: E402
 
 from facerec.config import Settings, load_settings  # noqa: E402
 from testkit import shared_data  # noqa: E402
@@ -311,9 +311,7 @@ def paced_run(bench: Bench, n: int, loops: int, judge: Any) -> dict[str, Any]:
         "latency_ms_capture_to_events_topic_last_third": percentiles(
             to_topic[2 * len(to_topic) // 3 :]
         ),
-        "latency_ms_capture_to_match": percentiles(
-            [e["stages"]["match"] - e["capture_ts"] for e in events]
-        ),
+        "latency_ms_capture_to_match": percentiles([latency_ms(e) for e in events]),
         "events": len(events),
         "accuracy": accuracy(events, judge),
     }
