@@ -444,8 +444,8 @@ def main() -> None:
     if args.region is None:
         from bench.cluster_probe import balanced_template
 
-        args.region = balanced_template([f"cam{c + 1}" for c in range(args.cameras)],
-                                        args.parallelism)
+        cameras = [f"cam{c + 1}" for c in range(args.cameras)]
+        args.region = balanced_template(cameras, args.parallelism)
     root = Path(tempfile.mkdtemp(prefix="facerec-bench-"))
     data, videos, truth = build_world(
         args.faces, root, args.cameras, args.fps, not args.no_stagger, args.detector

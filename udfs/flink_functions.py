@@ -212,9 +212,7 @@ class RecognizeFrames(KeyedBroadcastProcessFunction):
         self.policy = BatchPolicy(self.settings.job.batch, opened_ms=opened)
         job = self.settings.job
         budget = job.latency_budget_ms if self.shed_late_frames else 0
-        self.shedder = LoadShedder(
-            budget, job.min_analysed_fps, track=job.track if job.track.reuse_ms > 0 else None
-        )
+        self.shedder = LoadShedder(budget, job.min_analysed_fps, track=job.track)
         self.opened_ms = opened
         self.end_of_input_timer = opened  # one timer per key, however many batches
         self.end_of_input_keys: set[str] = set()

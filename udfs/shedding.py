@@ -99,7 +99,7 @@ class LoadShedder:
     budget_ms: int
     min_analysed_fps: float = 0.0
     track: TrackConfig | None = None
-    """When a frame's faces may reuse earlier embeddings (None: never)."""
+    """When a frame's faces may reuse earlier embeddings (None, or ``reuse_ms`` 0: never)."""
     backlog_until_ms: int = 0
     """Frames captured before this time (epoch ms) are a backlog, never shed: set when a
     restored job starts, so the frames it replays get the outcome they got before."""
@@ -143,6 +143,7 @@ class LoadShedder:
         embedded = self._last_embedded.get(camera_id)
         return (
             self.track is not None
+            and self.track.reuse_ms > 0
             and previous is not None
             and embedded is not None
             and 0 <= capture_ts - previous <= self.track.max_gap_ms
