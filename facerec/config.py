@@ -600,7 +600,10 @@ class JobConfig(_Section):
         gt=0,
         le=100,
         description="While shedding, each camera still gets a frame analysed at least this "
-        "often, so a busy camera cannot starve another. Cameras x this rate must stay below "
+        "often, so a busy camera cannot starve another. From half this interval on, its "
+        "frames come first: a frame that does not fit the budget keeps room for the camera's "
+        "next one, so the floor's frames end within the budget when they can. Cameras x this "
+        "rate must stay below "
         "what the job can analyse (README: capacity model). There is no 0: shedding learns "
         "what a frame costs from the frames it analyses, and a job that started under "
         "overload without a floor shed 3617 of 3618 frames (README: Overload).",
