@@ -21,7 +21,7 @@ passed the motion gate, before detection:
   second of what the camera saw.
 - Room for the floor: a frame the floor forces in ends past the budget, and under overload
   those are the dear frames (a camera whose track went stale, every face through FaceNet),
-  so they alone put the p95 past the budget (measured: p95 240-269 ms for such frames at
+  so they alone put the p95 past the budget (measured: p95 227-273 ms for such frames at
   a 200 ms budget, 2x capacity). So a camera comes first from half its floor's gap on: its
   frame is analysed when it fits the budget, and when it does not, the camera reserves room
   for its next frame (expected one capture interval later): until that frame comes, another
@@ -65,6 +65,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from facerec.config import TrackConfig
+from udfs.track import in_reuse_time
 
 OVER_BUDGET = "over_budget"
 """The frame could no longer be analysed within the latency budget."""
@@ -181,11 +182,9 @@ class LoadShedder:
         embedded = self._last_embedded.get(camera_id)
         return (
             self.track is not None
-            and self.track.reuse_ms > 0
             and previous is not None
             and embedded is not None
-            and 0 <= capture_ts - previous <= self.track.max_gap_ms
-            and capture_ts - embedded <= self.track.reuse_ms
+            and in_reuse_time(self.track, seen_ms=previous, embedded_ms=embedded, ts=capture_ts)
         )
 
     @property

@@ -49,6 +49,17 @@ def iou(a: tuple[float, ...], b: tuple[float, ...]) -> float:
     return inter / union if union > 0 else 0.0
 
 
+def in_reuse_time(config: TrackConfig, *, seen_ms: int, embedded_ms: int, ts: int) -> bool:
+    """The timing half of the reuse rule: a face of a frame captured at ``ts`` may take the
+    embedding of a face last seen in the frame captured at ``seen_ms`` and embedded in the one
+    captured at ``embedded_ms``. The load shedder plans with it before any face is found."""
+    return (
+        config.reuse_ms > 0
+        and 0 <= ts - seen_ms <= config.max_gap_ms
+        and ts - embedded_ms <= config.reuse_ms
+    )
+
+
 @dataclass
 class Track:
     box: tuple[float, float, float, float]
@@ -126,9 +137,7 @@ class FaceTracks:
         for track in self._previous.get(camera, ()):
             if id(track.face) in claimed:
                 continue
-            if not 0 <= ts - track.seen_ms <= cfg.max_gap_ms:
-                continue
-            if ts - track.embedded_ms > cfg.reuse_ms:
+            if not in_reuse_time(cfg, seen_ms=track.seen_ms, embedded_ms=track.embedded_ms, ts=ts):
                 continue
             overlap = iou(box, track.box)
             if overlap >= best_iou and float(thumb @ track.thumb) >= cfg.min_similarity:
