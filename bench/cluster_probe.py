@@ -46,22 +46,6 @@ def subtask_of(key: str, parallelism: int) -> int:
     return (murmur % MAX_PARALLELISM) * parallelism // MAX_PARALLELISM
 
 
-def balanced_regions(cameras: list[str], parallelism: int) -> dict[str, str]:
-    """A region (the job's key) per camera such that every recognize subtask gets as many
-    cameras as the others: with 4 cameras, a 3 + 1 split would leave a TaskManager idle."""
-    quota = -(-len(cameras) // parallelism)
-    load = [0] * parallelism
-    regions: dict[str, str] = {}
-    k = 0
-    for cam in cameras:
-        while load[subtask_of(f"region-{k}", parallelism)] >= quota:
-            k += 1
-        load[subtask_of(f"region-{k}", parallelism)] += 1
-        regions[cam] = f"region-{k}"
-        k += 1
-    return regions
-
-
 def balanced_template(cameras: list[str], parallelism: int) -> str:
     """A ``job.video.region`` template, one region per camera, whose regions Flink spreads
     evenly over the recognize subtasks (``{camera}`` itself puts cam1-cam3 on one of two)."""

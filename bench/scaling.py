@@ -60,7 +60,7 @@ sys.path.insert(0, str(ROOT))
 import yaml  # noqa: E402
 from capacity import check, frame_mix, stage_costs  # noqa: E402
 from cluster_probe import (  # noqa: E402
-    balanced_regions,
+    balanced_template,
     cpu_sample,
     cpu_window,
     placement,
@@ -351,7 +351,9 @@ def main() -> None:
     log(f"work dir {root}; building the scene")
     data, videos, truth = build_world(args.faces, root, args.cameras, args.fps)
     judge = scene_judge(truth)
-    regions = balanced_regions([v.stem for v in videos], max(sizes))
+    cameras = [v.stem for v in videos]
+    template = balanced_template(cameras, max(sizes))
+    regions = {camera: template.format(camera=camera) for camera in cameras}
     result: dict[str, Any] = {
         "machine": machine(),
         "cameras": args.cameras,

@@ -9,7 +9,7 @@ from collections import Counter
 import pytest
 
 from bench.capacity import cameras_per_core, check, frame_cost_ms
-from bench.cluster_probe import MAX_PARALLELISM, balanced_regions, balanced_template, subtask_of
+from bench.cluster_probe import MAX_PARALLELISM, balanced_template, subtask_of
 
 COSTS = {"base_ms": 2.0, "pass_share": 0.5, "faces_embedded": 1.5, "detector_ms": 40.0}
 
@@ -64,15 +64,6 @@ def test_given_two_cluster_runs_then_the_first_runs_k_predicts_the_second():
     )
     assert out["frames_per_s_tm2_over_tm1"] == pytest.approx(1.8)
     assert out["cores_busy_tm2_over_tm1"] == pytest.approx(2.0)
-
-
-@pytest.mark.parametrize("parallelism", [2, 3, 4])
-def test_given_cameras_then_balanced_regions_give_each_subtask_as_many(parallelism):
-    cameras = [f"cam{i}" for i in range(4 * parallelism)]
-    regions = balanced_regions(cameras, parallelism)
-    assert len(set(regions.values())) == len(cameras)  # one region per camera
-    load = Counter(subtask_of(r, parallelism) for r in regions.values())
-    assert load == dict.fromkeys(range(parallelism), 4)
 
 
 @pytest.mark.parametrize(("cameras", "parallelism"), [(4, 2), (8, 2), (6, 3), (16, 4)])
