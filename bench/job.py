@@ -406,6 +406,15 @@ def main() -> None:
     ap.add_argument("--bundle-size", type=int, default=16, help="job.bundle_size")
     ap.add_argument("--bundle-time-ms", type=int, default=15, help="job.bundle_time_ms")
     ap.add_argument(
+        "--backlog-bundle-size",
+        type=int,
+        default=None,
+        help="job.backlog_bundle_size: the unpaced runs (throughput, crowd)",
+    )
+    ap.add_argument(
+        "--backlog-bundle-time-ms", type=int, default=None, help="job.backlog_bundle_time_ms"
+    )
+    ap.add_argument(
         "--no-stagger",
         action="store_true",
         help="Start every camera's motion at the same moment (worst case) instead of out of "
@@ -455,6 +464,14 @@ def main() -> None:
     if args.realtime_lag_ms is not None:
         batch["realtime_lag_ms"] = args.realtime_lag_ms
     budget = {} if args.latency_budget_ms is None else {"latency_budget_ms": args.latency_budget_ms}
+    backlog_bundle = {
+        key: value
+        for key, value in (
+            ("backlog_bundle_size", args.backlog_bundle_size),
+            ("backlog_bundle_time_ms", args.backlog_bundle_time_ms),
+        )
+        if value is not None
+    }
     result: dict = {
         "cameras": args.cameras,
         "fps_per_camera": args.fps,
@@ -475,8 +492,11 @@ def main() -> None:
         "bundle_size": args.bundle_size,
         "bundle_time_ms": args.bundle_time_ms,
         "batch": batch,
-    } | budget
-    result["latency_budget_ms"] = Settings(job=job).job.latency_budget_ms
+    } | budget | backlog_bundle
+    configured = Settings(job=job).job
+    result["latency_budget_ms"] = configured.latency_budget_ms
+    result["backlog_bundle_size"] = configured.backlog_bundle_size
+    result["backlog_bundle_time_ms"] = configured.backlog_bundle_time_ms
     judge = scene_judge(truth)
     if not args.skip_realtime:
         live = Settings(

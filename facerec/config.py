@@ -372,10 +372,11 @@ class BatchConfig(_Section):
         3000,
         ge=0,
         le=600_000,
-        description="A frame younger than this (now - ingest time) is analysed at once with "
-        "whatever its region has buffered. Older frames mean the job is behind (catching up "
-        "after an outage, a replay): they are batched up to max_frames / max_wait_ms for "
-        "throughput. 0 = always batch. Keep it above the ingest-to-gate delay at normal load: "
+        description="A live frame younger than this (now - ingest time) is analysed at once "
+        "with whatever its region has buffered. Older frames mean the job is behind (catching "
+        "up after an outage, a replay): they are batched up to max_frames / max_wait_ms for "
+        "throughput, as are frames that are not live (a recording read as fast as it "
+        "decodes). 0 = always batch. Keep it above the ingest-to-gate delay at normal load: "
         "with 150 or 500 the job batched at normal load (bench/job.py, 4 cameras x 5 fps, 2 "
         "cores), and batching raised its p95 latency to 1.9-2.0 s from 1.4 s analysing at "
         "once. Compares the ingest host's clock with the workers': keep them in sync (NTP).",
@@ -522,6 +523,19 @@ class JobConfig(_Section):
         le=60_000,
         description="python.fn-execution.bundle.time (ms). Measured: 1 ms "
         "cut the paced reader's hop to ~30 ms but halved throughput on 2 cores.",
+    )
+    backlog_bundle_size: int = Field(
+        64,
+        ge=1,
+        le=100_000,
+        description="python.fn-execution.bundle.size of a job whose input is not live: every "
+        "camera a file read as fast as it decodes (job.video.realtime false), or a bounded "
+        "Kafka read (kafka_bounded). Nobody waits on its latency, and fewer, longer bundles "
+        "spend less on the round trips between the JVM and the Python workers (README: Where "
+        "the job's overhead goes).",
+    )
+    backlog_bundle_time_ms: int = Field(
+        50, ge=1, le=60_000, description="python.fn-execution.bundle.time (ms) of such a job."
     )
     buffer_timeout_ms: int = Field(5, ge=0, le=10_000, description="Network buffer flush interval.")
     python_executable: str | None = Field(

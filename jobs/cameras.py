@@ -51,6 +51,12 @@ def source_kind(url: str) -> SourceKind:
     return "file"
 
 
+def delivers_live(cam: CameraConfig) -> bool:
+    """Whether the camera's frames are live (someone waits on their latency): a camera or a
+    stream, or a file paced to its own rate. A file read as fast as it decodes is a backlog."""
+    return source_kind(cam.url) != "file" or cam.realtime
+
+
 class FpsCap:
     """Keep frames at most every ``1/fps`` seconds of their timestamps, allowing 25% jitter
     (a camera's frames do not come on the dot); ``fps`` 0 keeps every frame."""
@@ -109,6 +115,10 @@ class CameraPlan:
     @property
     def bounded(self) -> bool:
         return self.frames is not None
+
+    @property
+    def live(self) -> bool:
+        return delivers_live(self.cam)
 
 
 def plan_camera(cam: CameraConfig) -> CameraPlan:
@@ -232,7 +242,7 @@ class CameraReader:
                 height=int(image.shape[0]),
                 jpeg=jpeg,
                 ingest_ts=now_ms(),
-                live=self.live or self.cam.realtime,
+                live=delivers_live(self.cam),
             )
             self.seq += 1
             return record

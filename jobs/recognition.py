@@ -69,7 +69,11 @@ def python_worker_executable() -> str:
     return str(worker) if os.access(worker, os.X_OK) else sys.executable
 
 
-def create_env(settings: Settings, parallelism: int | None = None) -> StreamExecutionEnvironment:
+def create_env(
+    settings: Settings, parallelism: int | None = None, live: bool = True
+) -> StreamExecutionEnvironment:
+    """``live``: someone waits on the input's latency (cameras, paced files, an unbounded
+    Kafka read); otherwise the job works through a backlog, in longer bundles."""
     job = settings.job
     # On a local MiniCluster PyFlink otherwise runs every Python operator inside this client
     # process ("loopback"): one GIL for all of them, and TensorFlow next to py4j. Separate
@@ -77,8 +81,13 @@ def create_env(settings: Settings, parallelism: int | None = None) -> StreamExec
     os.environ.setdefault("_python_worker_execution_mode", "process")
     config = Configuration()
     config.set_string("python.execution-mode", "process")  # TensorFlow hangs in thread mode
-    config.set_string("python.fn-execution.bundle.size", str(job.bundle_size))
-    config.set_string("python.fn-execution.bundle.time", str(job.bundle_time_ms))
+    size, time_ms = (
+        (job.bundle_size, job.bundle_time_ms)
+        if live
+        else (job.backlog_bundle_size, job.backlog_bundle_time_ms)
+    )
+    config.set_string("python.fn-execution.bundle.size", str(size))
+    config.set_string("python.fn-execution.bundle.time", str(time_ms))
     config.set_string("python.executable", job.python_executable or python_worker_executable())
     config.set_string("python.client.executable", sys.executable)
     config.set_string("python.operator-chaining.enabled", "true")
@@ -185,15 +194,14 @@ def attach_sinks(settings: Settings, streams: JobStreams, kafka: bool) -> JobStr
 
 
 def video_job(
-    env: StreamExecutionEnvironment, settings: Settings, spec: str
-) -> tuple[JobStreams, list[CameraPlan]]:
-    cameras = parse_video_source(spec, settings)
+    env: StreamExecutionEnvironment, settings: Settings, cameras: list[CameraPlan]
+) -> JobStreams:
     run_dir = settings.data_dir.resolve() / "runs" / uuid.uuid4().hex[:12]
     frames = fs.video_frames(env, cameras, run_dir)
     index = fs.local_index(env, settings, settings.manifests_path().resolve(), run_dir, cameras)
     # the cameras the job reads itself carry job.video's match_threshold, when set
     thresholds = settings.camera_thresholds(p.cam for p in cameras)
-    return build_pipeline(settings, frames, index, thresholds), cameras
+    return build_pipeline(settings, frames, index, thresholds)
 
 
 def kafka_job(env: StreamExecutionEnvironment, settings: Settings) -> JobStreams:
@@ -208,11 +216,12 @@ def kafka_job(env: StreamExecutionEnvironment, settings: Settings) -> JobStreams
 def build_job(
     settings: Settings, source: str, parallelism: int | None = None
 ) -> tuple[StreamExecutionEnvironment, JobStreams]:
-    env = create_env(settings, parallelism)
     if source.startswith("video:"):
-        streams, _ = video_job(env, settings, source[len("video:") :])
-        kafka = False
+        cameras = parse_video_source(source[len("video:") :], settings)
+        env = create_env(settings, parallelism, live=any(c.live for c in cameras))
+        streams, kafka = video_job(env, settings, cameras), False
     elif source == "kafka":
+        env = create_env(settings, parallelism, live=not settings.job.kafka_bounded)
         streams, kafka = kafka_job(env, settings), True
     else:
         raise ValueError(f"--source must be video:PATH[,PATH...] or kafka, got {source!r}")

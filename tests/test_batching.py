@@ -62,6 +62,18 @@ def test_given_old_frame_completing_a_batch_when_it_arrives_then_the_batch_is_an
     assert action == ANALYSE_NOW
 
 
+def test_given_a_frame_that_is_not_live_when_it_arrives_fresh_then_it_is_batched():
+    """A recording read as fast as it decodes: nobody waits on it, so it is batched even
+    while the job keeps up."""
+    now = OPENED + 10_000
+    action = policy().on_frame(ingest_ts=now, buffered=0, index_ready=True, now=now, live=False)
+    assert action == Buffer(timer_at=now + CONFIG.max_wait_ms)
+    full = policy().on_frame(
+        ingest_ts=now, buffered=CONFIG.max_frames - 1, index_ready=True, now=now, live=False
+    )
+    assert full == ANALYSE_NOW
+
+
 def test_given_lag_limit_zero_when_fresh_frame_arrives_then_it_is_batched():
     now = OPENED + 10_000
     always_batch = policy(CONFIG.model_copy(update={"realtime_lag_ms": 0}))

@@ -81,3 +81,34 @@ def test_given_cluster_submission_when_job_is_built_then_each_operator_runs_once
     runs = _operators(env.get_execution_plan())
     ours = (*SOURCE_SPECIFIC[source], *OURS)
     assert {name: runs[name] for name in ours} == dict.fromkeys(ours, 1), runs
+
+
+def _bundle(env) -> tuple[str, str]:
+    config = env._j_stream_execution_environment.getConfiguration()
+    return (
+        config.getString("python.fn-execution.bundle.size", None),
+        config.getString("python.fn-execution.bundle.time", None),
+    )
+
+
+@pytest.mark.parametrize(
+    ("source", "job", "bundle"),
+    [
+        (VIDEO, {}, ("16", "15")),  # a camera
+        ("file", {"video": {"realtime": True}}, ("16", "15")),  # a file paced to its rate
+        ("file", {"video": {"realtime": False}}, ("64", "50")),  # read as fast as it decodes
+        ("kafka", {}, ("16", "15")),
+        ("kafka", {"kafka_bounded": True}, ("64", "50")),  # an audit, a backlog
+    ],
+    ids=["camera", "paced-file", "unpaced-file", "kafka", "kafka-bounded"],
+)
+def test_given_an_input_nobody_waits_on_then_the_job_runs_in_backlog_bundles(
+    tmp_path, street, source, job, bundle
+):
+    """Live input keeps the latency bundles (job.bundle_size / bundle_time_ms); a backlog
+    takes job.backlog_bundle_size / backlog_bundle_time_ms."""
+    from jobs.recognition import build_job
+
+    settings = Settings(data_dir=tmp_path / "data", job=job)
+    env, _ = build_job(settings, f"video:{street}" if source == "file" else source)
+    assert _bundle(env) == bundle

@@ -360,6 +360,7 @@ class RecognizeFrames(KeyedBroadcastProcessFunction):
             buffered=buffered,
             index_ready=self.index_ready,
             now=gated_at,
+            live=record.live,
         )
         if isinstance(action, AnalyseNow):
             batch = [*self._take_buffer(), item] if buffered else [item]
