@@ -184,10 +184,10 @@ class CameraReader:
     ) -> None:
         self.cam = cam
         self.kind = source_kind(cam.url)
-        self.live = self.kind != "file"
-        self.epoch_ms = epoch_ms if epoch_ms is not None else (now_ms() if self.live else 0)
-        self.media_clock = media_clock and not self.live
-        self.pace = cam.realtime and not paced and not self.live
+        self.is_camera = self.kind != "file"
+        self.epoch_ms = epoch_ms if epoch_ms is not None else (now_ms() if self.is_camera else 0)
+        self.media_clock = media_clock and not self.is_camera
+        self.pace = cam.realtime and not paced and not self.is_camera
         self.stop = stop if stop is not None else threading.Event()
         self.stats: Counters = stats if stats is not None else _Uncounted()
         self.seq = 0  # sequence number of the next record
@@ -252,7 +252,7 @@ class CameraReader:
         """Record number ``seq`` (the job's tick). A file skips ahead to it without encoding
         (a restored job resumes mid-file) or starts over for an earlier one; a live source
         reads its next frame under that number (a failed reconnect leaves a gap)."""
-        if self.live:
+        if self.is_camera:
             self.seq = seq
             return self.next_record()
         if seq < self.seq:
@@ -277,7 +277,7 @@ class CameraReader:
                 return None
             complete = self._play_frames is not None and self._in_play >= self._play_frames
             if complete or not self._grab():
-                if self.live:
+                if self.is_camera:
                     self._release()
                     self._retry_later("the stream stopped")
                     return None
@@ -285,7 +285,7 @@ class CameraReader:
                 continue
             self._backoff = self.cam.reconnect_initial_s
             self.stats.add("read")
-            if self.live:
+            if self.is_camera:
                 capture_ts = now_ms()
                 keep = self._fps_cap.keep(capture_ts)
             else:
@@ -300,7 +300,7 @@ class CameraReader:
             if image is None:
                 self.stats.add("dropped")
                 continue
-            if self.live:
+            if self.is_camera:
                 return image, capture_ts
             if pace:
                 self._wait_until(timeline_ms)
@@ -324,7 +324,7 @@ class CameraReader:
         if not capture.isOpened():
             capture.release()
             return False
-        if self.live:
+        if self.is_camera:
             capture.set(cv2.CAP_PROP_BUFFERSIZE, 1)  # the newest frame, not a backlog
         else:
             self._play_frames = _frame_count(capture)
