@@ -22,7 +22,7 @@ passed the motion gate, before detection:
 - Room for the floor: a frame the floor forces in ends past the budget, and under overload
   those are the dear frames (a camera whose track went stale, every face through FaceNet),
   so they alone put the p95 past the budget (measured: p95 227-273 ms for such frames at
-  a 200 ms budget, 2x capacity). So a camera comes first from half its floor's gap on: its
+  a 200 ms budget, 2x and 4x capacity). So a camera comes first from half its floor's gap on: its
   frame is analysed when it fits the budget, and when it does not, the camera reserves room
   for its next frame (expected one capture interval later): until that frame comes, another
   camera's frame is admitted only when analysing it still leaves the waiting camera's next
