@@ -31,7 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import numpy as np  # noqa: E402
 
-from facerec.config import Settings, with_overrides  # noqa: E402
+from facerec.config import JobConfig, Settings, with_overrides  # noqa: E402
 from jobs.walkthrough import Segment, write_face_video  # noqa: E402
 from testkit import shared_data  # noqa: E402
 from testkit.videos import gallery_from_photos, write_crowd_video  # noqa: E402
@@ -405,14 +405,18 @@ def main() -> None:
     ap.add_argument("--checkpoint-ms", type=int, default=10_000, help="Checkpoint interval.")
     ap.add_argument("--bundle-size", type=int, default=16, help="job.bundle_size")
     ap.add_argument("--bundle-time-ms", type=int, default=15, help="job.bundle_time_ms")
+    backlog = JobConfig.model_fields
     ap.add_argument(
         "--backlog-bundle-size",
         type=int,
-        default=None,
+        default=backlog["backlog_bundle_size"].default,
         help="job.backlog_bundle_size: the unpaced runs (throughput, crowd)",
     )
     ap.add_argument(
-        "--backlog-bundle-time-ms", type=int, default=None, help="job.backlog_bundle_time_ms"
+        "--backlog-bundle-time-ms",
+        type=int,
+        default=backlog["backlog_bundle_time_ms"].default,
+        help="job.backlog_bundle_time_ms",
     )
     ap.add_argument(
         "--no-stagger",
@@ -464,14 +468,6 @@ def main() -> None:
     if args.realtime_lag_ms is not None:
         batch["realtime_lag_ms"] = args.realtime_lag_ms
     budget = {} if args.latency_budget_ms is None else {"latency_budget_ms": args.latency_budget_ms}
-    backlog_bundle = {
-        key: value
-        for key, value in (
-            ("backlog_bundle_size", args.backlog_bundle_size),
-            ("backlog_bundle_time_ms", args.backlog_bundle_time_ms),
-        )
-        if value is not None
-    }
     result: dict = {
         "cameras": args.cameras,
         "fps_per_camera": args.fps,
@@ -482,6 +478,8 @@ def main() -> None:
         "checkpoint_interval_ms": args.checkpoint_ms,
         "bundle_size": args.bundle_size,
         "bundle_time_ms": args.bundle_time_ms,
+        "backlog_bundle_size": args.backlog_bundle_size,
+        "backlog_bundle_time_ms": args.backlog_bundle_time_ms,
         "cpus": os.cpu_count(),
     }
 
@@ -491,12 +489,11 @@ def main() -> None:
         "checkpoint_interval_ms": args.checkpoint_ms,
         "bundle_size": args.bundle_size,
         "bundle_time_ms": args.bundle_time_ms,
+        "backlog_bundle_size": args.backlog_bundle_size,
+        "backlog_bundle_time_ms": args.backlog_bundle_time_ms,
         "batch": batch,
-    } | budget | backlog_bundle
-    configured = Settings(job=job).job
-    result["latency_budget_ms"] = configured.latency_budget_ms
-    result["backlog_bundle_size"] = configured.backlog_bundle_size
-    result["backlog_bundle_time_ms"] = configured.backlog_bundle_time_ms
+    } | budget
+    result["latency_budget_ms"] = Settings(job=job).job.latency_budget_ms
     judge = scene_judge(truth)
     if not args.skip_realtime:
         live = Settings(

@@ -64,6 +64,7 @@ import numpy as np  # noqa: E402
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from facerec.config import default_data_dir  # noqa: E402
 from facerec.models import FACENET_MODEL_ID  # noqa: E402
 from index_builder.snapshot import fit_pca, write_snapshot  # noqa: E402
 from udfs.evaluation import kfold_accuracy, parse_lfw_pairs  # noqa: E402
@@ -71,7 +72,8 @@ from udfs.match import Matcher  # noqa: E402
 
 DIM = 512
 QUANTILES = (1, 5, 25, 50, 75, 95, 99)
-DEFAULT_CACHE = Path.home() / ".local/share/facerec/cache/embeddings"
+DEFAULT_CACHE = default_data_dir() / "cache" / "embeddings"
+"""Where `facerec eval` caches embeddings (jobs/cli/tools.py: <data_dir>/cache/embeddings)."""
 
 
 # --------------------------------------------------------------------------- real data

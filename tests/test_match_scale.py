@@ -4,7 +4,6 @@ and the manifest's index kind (bench/matching_scale.py measures what these rely 
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -202,20 +201,21 @@ def lfw_sample(engine, tmp_path) -> tuple[list[str], np.ndarray, list[str], np.n
     with one, the probes are the 250's second images: embedded here from the LFW images
     when the faces folder has them (800 images), else read from the cache `facerec eval
     --lfw` leaves, which holds them all."""
+    from bench.matching_scale import DEFAULT_CACHE, find_lfw_cache
     from udfs.evaluation import list_identities
     from udfs.open_set import embed_cached
 
     root = shared_data.faces_dir() / "lfw"
-    cache = Path.home() / ".local/share/facerec/cache/embeddings"
     cached = None
     if (root / "pairs.txt").is_file():
         found = list_identities(root).items()
         people = {name: [str(p.relative_to(root)) for p in files] for name, files in found}
     else:
-        files = [f for f in sorted(cache.glob("lfw-*.npz")) if _facenet_cache(f)]
-        if not files:
-            pytest.skip(f"LFW not found in {root}, nor its embeddings in {cache}")
-        with np.load(files[0], allow_pickle=False) as z:
+        try:
+            file = find_lfw_cache(DEFAULT_CACHE)
+        except FileNotFoundError as exc:
+            pytest.skip(f"LFW not found in {root}; {exc}")
+        with np.load(file, allow_pickle=False) as z:
             meta, vectors = json.loads(str(z["meta"])), z["vectors"]
         cached = {p: vectors[i] for i, p in enumerate(meta["paths"])}
         people = {}
@@ -235,13 +235,6 @@ def lfw_sample(engine, tmp_path) -> tuple[list[str], np.ndarray, list[str], np.n
         [p.split("/")[0] for p in probes_],
         np.stack([cached[p] for p in probes_]),
     )
-
-
-def _facenet_cache(file: Path) -> bool:
-    from facerec.models import FACENET_MODEL_ID
-
-    with np.load(file, allow_pickle=False) as z:
-        return json.loads(str(z["meta"]))["fingerprint"]["model_id"] == FACENET_MODEL_ID
 
 
 @pytest.mark.data

@@ -258,6 +258,7 @@ class LoadShedder:
         """Whether a frame of ``camera_id`` ending at ``expected_done`` would push the
         reserved next frame of a camera that began waiting before it past the budget."""
         own = self.reservations.get(camera_id)
+        reach = self.reach_ms
         for waiting, room in list(self.reservations.items()):
             if now - room.next_capture > self.budget_ms:
                 # that frame came and was too late, or never came (the camera went still,
@@ -266,7 +267,7 @@ class LoadShedder:
                 continue
             if waiting == camera_id or (own is not None and room.since >= own.since):
                 continue
-            start = max(expected_done, room.next_capture + self.reach_ms)
+            start = max(expected_done, room.next_capture + reach)
             if start + room.cost_ms - room.next_capture > self.budget_ms:
                 return True
         return False
