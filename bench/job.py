@@ -403,19 +403,26 @@ def main() -> None:
         "(balanced_template); a fixed name puts every camera on one key, so on one subtask.",
     )
     ap.add_argument("--checkpoint-ms", type=int, default=10_000, help="Checkpoint interval.")
-    ap.add_argument("--bundle-size", type=int, default=16, help="job.bundle_size")
-    ap.add_argument("--bundle-time-ms", type=int, default=15, help="job.bundle_time_ms")
-    backlog = JobConfig.model_fields
+    defaults = JobConfig.model_fields
+    ap.add_argument(
+        "--bundle-size", type=int, default=defaults["bundle_size"].default, help="job.bundle_size"
+    )
+    ap.add_argument(
+        "--bundle-time-ms",
+        type=int,
+        default=defaults["bundle_time_ms"].default,
+        help="job.bundle_time_ms",
+    )
     ap.add_argument(
         "--backlog-bundle-size",
         type=int,
-        default=backlog["backlog_bundle_size"].default,
+        default=defaults["backlog_bundle_size"].default,
         help="job.backlog_bundle_size: the unpaced runs (throughput, crowd)",
     )
     ap.add_argument(
         "--backlog-bundle-time-ms",
         type=int,
-        default=backlog["backlog_bundle_time_ms"].default,
+        default=defaults["backlog_bundle_time_ms"].default,
         help="job.backlog_bundle_time_ms",
     )
     ap.add_argument(
